@@ -25,7 +25,8 @@ class StepProgress:
         try:
             yield
         except BaseException:
-            self._progress.update(task, description=f"[red]✗[/red] {description}")
+            # The error itself is reported once by the caller; a failed step leaves no line behind.
+            self._progress.remove_task(task)
             raise
         self._progress.update(task, completed=1, description=f"[green]✓[/green] {description}")
 

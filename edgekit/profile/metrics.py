@@ -1,0 +1,285 @@
+"""The one metric definition: every number edgekit reports is computed here, on the host, from the raw
+timestamps and samples of a validated trace. Agents never compute metrics.
+
+Per measured repetition:
+- TTFT = prefill_end - prefill_start (model load excluded, tokenization excluded: ids are given);
+- prefill tok/s = P / TTFT;
+- decode tok/s = (G - 1) / (t_last - t_first), t_first = prefill_end (the first generated token),
+  t_last = the last decode step; per-token decode latencies are the gaps between consecutive tokens;
+- energy above idle = integral of (power - idle baseline) over [prefill_start, run_end], the baseline
+  being the mean power over the trace's baseline window; energy per token = that / G; average power
+  per phase = mean power over prefill and over decode. A cumulative energy counter, when the source has
+  one, is used instead of integrating power (with wrap handling).
+Memory (survey-style breakdown): weights = the artifact file's bytes (resident once loaded), KV cache =
+from the manifest's layout (static programs allocate max_context; past/present graphs hold P + G),
+runtime = peak RSS - weights - KV cache.
+A value known to be invalid is None with a reason, never a guess.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from edgekit.profile.trace import Trace
+
+NO_SENSOR = "no power sensor on this device"
+CHARGING = "device was charging and has no rail sensor: battery power is not what the SoC drew"
+
+
+@dataclass
+class RunMetrics:
+    run: int
+    ok: bool
+    error: str | None = None
+    ttft_ms: float | None = None
+    prefill_tok_s: float | None = None
+    decode_tok_s: float | None = None
+    decode_ms_p50: float | None = None
+    decode_ms_p90: float | None = None
+    decode_ms: list[float] = field(default_factory=list)
+    run_wall_ms: float | None = None
+    peak_rss_kb: int | None = None
+    peak_pss_kb: int | None = None
+    energy_j: float | None = None  # above idle, prefill_start .. run_end
+    energy_gross_j: float | None = None  # including idle
+    energy_per_token_mj: float | None = None
+    energy_missing_reason: str | None = None
+    avg_power_prefill_w: float | None = None
+    avg_power_decode_w: float | None = None
+
+
+@dataclass
+class ProfileMetrics:
+    runs: list[RunMetrics]
+    prompt_len: int
+    gen_len: int
+    threads: int
+    load_ms: float | None
+    idle_power_w: float | None
+    power_source: str | None
+    memory: dict[str, int | None]
+    temperature_max_c: float | None
+    freq_mean_khz: float | None
+    self_hwm_kb: int | None
+
+    @property
+    def ok_runs(self) -> list[RunMetrics]:
+        return [r for r in self.runs if r.ok]
+
+    def median(self, name: str) -> float | None:
+        values = [getattr(r, name) for r in self.ok_runs if getattr(r, name) is not None]
+        return statistics.median(values) if values else None
+
+    def cv(self, name: str) -> float | None:
+        values = [getattr(r, name) for r in self.ok_runs if getattr(r, name) is not None]
+        if len(values) < 2 or statistics.mean(values) == 0:
+            return None
+        return statistics.stdev(values) / statistics.mean(values)
+
+    @property
+    def energy_missing_reason(self) -> str | None:
+        reasons = {r.energy_missing_reason for r in self.ok_runs if r.energy_missing_reason}
+        return "; ".join(sorted(reasons)) or None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["summary"] = {
+            name: {"median": self.median(name), "cv": self.cv(name)}
+            for name in ("ttft_ms", "prefill_tok_s", "decode_tok_s", "decode_ms_p50", "energy_per_token_mj")
+        }
+        return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    low, high = math.floor(pos), math.ceil(pos)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def _power_w(sample: dict[str, Any]) -> float | None:
+    value = sample.get("power_uw")
+    return value / 1e6 if isinstance(value, int | float) else None
+
+
+def _window(samples: list[dict[str, Any]], start_ns: int, end_ns: int) -> list[dict[str, Any]]:
+    return [s for s in samples if start_ns <= s["ts_ns"] <= end_ns]
+
+
+def integrate_power_j(samples: list[dict[str, Any]], start_ns: int, end_ns: int, offset_w: float = 0.0) -> float | None:
+    """Trapezoid integral of (power - offset) over [start, end], the ends interpolated from neighbours."""
+    points = [(s["ts_ns"], p) for s in samples if (p := _power_w(s)) is not None]
+    if len(points) < 2 or end_ns <= start_ns:
+        return None
+    # The window must be covered by samples near both ends; otherwise the integral is a guess.
+    slack_ns = 0.2 * (end_ns - start_ns)
+    if points[0][0] > start_ns + slack_ns or points[-1][0] < end_ns - slack_ns:
+        return None
+
+    def value_at(t: int) -> float:
+        for (t0, p0), (t1, p1) in itertools.pairwise(points):
+            if t0 <= t <= t1:
+                return p0 if t1 == t0 else p0 + (p1 - p0) * (t - t0) / (t1 - t0)
+        return points[0][1] if t < points[0][0] else points[-1][1]
+
+    inner = [(t, p) for t, p in points if start_ns < t < end_ns]
+    curve = [(start_ns, value_at(start_ns)), *inner, (end_ns, value_at(end_ns))]
+    total = 0.0
+    for (t0, p0), (t1, p1) in itertools.pairwise(curve):
+        total += (p0 + p1) / 2 * (t1 - t0) / 1e9
+    return total - offset_w * (end_ns - start_ns) / 1e9
+
+
+def counter_energy_j(samples: list[dict[str, Any]], start_ns: int, end_ns: int, range_uj: int | None) -> float | None:
+    """Energy from a cumulative counter (µJ) between the samples nearest the window ends, wrap-aware."""
+    points = [(s["ts_ns"], s["energy_uj"]) for s in samples if isinstance(s.get("energy_uj"), int | float)]
+    if len(points) < 2:
+        return None
+    first = min(points, key=lambda p: abs(p[0] - start_ns))
+    last = min(points, key=lambda p: abs(p[0] - end_ns))
+    if last[0] <= first[0]:
+        return None
+    total = 0.0
+    span = [p for p in points if first[0] <= p[0] <= last[0]]
+    for (_, e0), (_, e1) in itertools.pairwise(span):
+        delta = e1 - e0
+        if delta < 0:  # the counter wrapped
+            if not range_uj:
+                return None
+            delta += range_uj
+        total += delta
+    # Scale the counter's span to the requested window (samples rarely sit exactly on the edges).
+    return total / 1e6 * (end_ns - start_ns) / (last[0] - first[0])
+
+
+def _mean_power(samples: list[dict[str, Any]], start_ns: int, end_ns: int) -> float | None:
+    energy = integrate_power_j(samples, start_ns, end_ns)
+    return energy / ((end_ns - start_ns) / 1e9) if energy is not None and end_ns > start_ns else None
+
+
+def _idle_power_w(trace: Trace) -> float | None:
+    starts, ends = trace.events_named("baseline_start"), trace.events_named("baseline_end")
+    if not starts or not ends:
+        return None
+    return _mean_power(trace.samples, starts[0]["ts_ns"], ends[0]["ts_ns"])
+
+
+def _energy_unavailable(trace: Trace) -> str | None:
+    source = trace.header.get("power_source")
+    if not source:
+        return NO_SENSOR
+    if source == "battery" and trace.header["device"].get("charging"):
+        return CHARGING
+    return None
+
+
+def _run_metrics(trace: Trace, run: int, events: list[dict[str, Any]], idle_w: float | None) -> RunMetrics:
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        by_name.setdefault(event["name"], []).append(event)
+    errors = by_name.get("error", [])
+    if errors or "run_end" not in by_name or "prefill_end" not in by_name:
+        first = errors[0] if errors else {}
+        reason = first.get("reason", "incomplete")
+        message = first.get("message") or "repetition did not finish"
+        return RunMetrics(run=run, ok=False, error=f"{reason}: {message}")
+    w = trace.workload
+    prompt_len, gen_len = w["prompt_len"], w["gen_len"]
+    t_start = by_name["run_start"][0]["ts_ns"] if "run_start" in by_name else by_name["prefill_start"][0]["ts_ns"]
+    t_prefill0 = by_name["prefill_start"][0]["ts_ns"]
+    t_first = by_name["prefill_end"][0]["ts_ns"]
+    t_end = by_name["run_end"][0]["ts_ns"]
+    steps = sorted(by_name.get("decode_step", []), key=lambda e: e.get("token_index", 0))
+    token_times = [t_first, *(e["ts_ns"] for e in steps)]
+    if len(token_times) != gen_len:
+        return RunMetrics(run=run, ok=False, error=f"incomplete: {len(token_times)} of {gen_len} tokens recorded")
+    gaps_ms = [(b - a) / 1e6 for a, b in itertools.pairwise(token_times)]
+    ttft_ns = t_first - t_prefill0
+    metrics = RunMetrics(
+        run=run,
+        ok=True,
+        ttft_ms=ttft_ns / 1e6,
+        prefill_tok_s=prompt_len / (ttft_ns / 1e9) if ttft_ns > 0 else None,
+        decode_tok_s=(gen_len - 1) / ((token_times[-1] - t_first) / 1e9) if gen_len > 1 else None,
+        decode_ms=gaps_ms,
+        decode_ms_p50=percentile(gaps_ms, 50) if gaps_ms else None,
+        decode_ms_p90=percentile(gaps_ms, 90) if gaps_ms else None,
+        run_wall_ms=(t_end - t_start) / 1e6,
+    )
+    window = _window(trace.samples, t_start, t_end)
+    rss = [s["rss_kb"] for s in window if isinstance(s.get("rss_kb"), int)]
+    pss = [s["pss_kb"] for s in window if isinstance(s.get("pss_kb"), int)]
+    metrics.peak_rss_kb = max(rss) if rss else None
+    metrics.peak_pss_kb = max(pss) if pss else None
+    reason = _energy_unavailable(trace)
+    if reason is None:
+        gross = counter_energy_j(trace.samples, t_prefill0, t_end, trace.header.get("energy_range_uj"))
+        if gross is None:
+            gross = integrate_power_j(trace.samples, t_prefill0, t_end)
+        if gross is None:
+            reason = "too few power samples in the run window"
+        elif idle_w is None:
+            reason = "no idle baseline was measured"
+            metrics.energy_gross_j = gross
+        else:
+            metrics.energy_gross_j = gross
+            metrics.energy_j = gross - idle_w * (t_end - t_prefill0) / 1e9
+            metrics.energy_per_token_mj = metrics.energy_j / gen_len * 1e3
+        metrics.avg_power_prefill_w = _mean_power(trace.samples, t_prefill0, t_first)
+        metrics.avg_power_decode_w = _mean_power(trace.samples, t_first, token_times[-1])
+    metrics.energy_missing_reason = reason
+    return metrics
+
+
+def memory_breakdown(
+    manifest: dict[str, Any], prompt_len: int, gen_len: int, peak_rss_kb: int | None
+) -> dict[str, int | None]:
+    artifact = next(f for f in manifest["files"] if f["name"] == manifest["artifact"])
+    weights_kb = sum(f["bytes"] for f in manifest["files"] if f["name"] != "manifest.json") // 1024
+    del artifact
+    kv = manifest["kv_cache"]
+    if kv["kind"] == "static-buffers-in-program":
+        kv_kb = kv["bytes_at_max_context"] // 1024
+    else:
+        kv_kb = kv["bytes_per_token"] * (prompt_len + gen_len) // 1024
+    runtime_kb = peak_rss_kb - weights_kb - kv_kb if peak_rss_kb is not None else None
+    return {"weights_kb": weights_kb, "kv_cache_kb": kv_kb, "runtime_kb": runtime_kb, "peak_rss_kb": peak_rss_kb}
+
+
+def compute_metrics(trace: Trace, manifest: dict[str, Any]) -> ProfileMetrics:
+    w = trace.workload
+    measured: dict[int, list[dict[str, Any]]] = {}
+    for event in trace.events:
+        if event["run"] >= 0 and not event.get("warmup", False):
+            measured.setdefault(event["run"], []).append(event)
+    idle_w = _idle_power_w(trace)
+    runs = [_run_metrics(trace, run, events, idle_w) for run, events in sorted(measured.items())]
+    load = trace.events_named("load_start"), trace.events_named("load_end")
+    load_ms = (load[1][0]["ts_ns"] - load[0][0]["ts_ns"]) / 1e6 if load[0] and load[1] else None
+    rss_all = [s["rss_kb"] for s in trace.samples if isinstance(s.get("rss_kb"), int)]
+    pss_all = [s["pss_kb"] for s in trace.samples if isinstance(s.get("pss_kb"), int)]
+    peak_rss = max(rss_all) if rss_all else None
+    memory = memory_breakdown(manifest, w["prompt_len"], w["gen_len"], peak_rss)
+    memory["peak_pss_kb"] = max(pss_all) if pss_all else None
+    temps = [
+        v / 1000 for s in trace.samples for v in (s.get("thermal_mc") or {}).values() if isinstance(v, int | float)
+    ]
+    freqs = [f for s in trace.samples for f in (s.get("cpu_freq_khz") or []) if isinstance(f, int | float)]
+    return ProfileMetrics(
+        runs=runs,
+        prompt_len=w["prompt_len"],
+        gen_len=w["gen_len"],
+        threads=w["threads"],
+        load_ms=load_ms,
+        idle_power_w=idle_w,
+        power_source=trace.header.get("power_source"),
+        memory=memory,
+        temperature_max_c=max(temps) if temps else None,
+        freq_mean_khz=statistics.fmean(freqs) if freqs else None,
+        self_hwm_kb=trace.footer.get("self_hwm_kb"),
+    )
