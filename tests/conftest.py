@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.phone", "tests.fixtures.board"]
+pytest_plugins = ["tests.fixtures.phone", "tests.fixtures.board", "tests.fixtures.emulated"]
 
 
 @pytest.fixture(scope="session")

@@ -30,9 +30,12 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 
 
 def _register_topics() -> None:
+    from edgekit.cli import devices as devices_cli
+    from edgekit.cli import emulator as emulator_cli
     from edgekit.cli import export as export_cli
+    from edgekit.cli import push as push_cli
 
-    for module in (export_cli,):
+    for module in (export_cli, devices_cli, push_cli, emulator_cli):
         module.register(app)
 
 

@@ -1,0 +1,158 @@
+"""AdbDevice against a real adb server and the emulated phone."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from edgekit.devices.adb import AdbDevice
+from edgekit.devices.base import CommandTimeout, DeviceUnreachable, TransportError
+from tests.fixtures.phone import AdbServer, Phone, free_port
+
+AWKWARD_NAMES = ["with space.txt", "quote's \"double\".txt", "$(touch pwned).txt", "semi;colon;rm -rf x.txt"]
+
+
+@pytest.fixture
+def device(phone: Phone) -> AdbDevice:
+    return AdbDevice(phone.serial, server_port=phone.server.port, online_timeout_s=20)
+
+
+def test_run_gives_exit_code_and_separate_stderr(device: AdbDevice) -> None:
+    result = device.run(["sh", "-c", "echo out; echo err >&2; exit 7"])
+    assert (result.exit_code, result.stdout, result.stderr) == (7, b"out\n", b"err\n")
+    with pytest.raises(TransportError, match="exited with 7"):
+        device.run(["sh", "-c", "exit 7"], check=True)
+
+
+def test_timeout_raises_and_ends_the_command(device: AdbDevice) -> None:
+    with pytest.raises(CommandTimeout):
+        device.run(["sh", "-c", "echo started; sleep 37"], timeout_s=1.0)
+    deadline = time.monotonic() + 5
+    while b"sleep 37" in device.run(["ps", "-ef"]).stdout and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert b"sleep 37" not in device.run(["ps", "-ef"]).stdout
+
+
+def test_shell_v1_fallback(phone: Phone) -> None:
+    device = AdbDevice(phone.serial, server_port=phone.server.port, use_shell_v2=False)
+    result = device.run(["sh", "-c", "echo out; echo err >&2; exit 4"])
+    assert result.exit_code == 4 and result.stdout == b"out\nerr\n" and result.stderr == b""
+
+
+def test_argv_reaches_the_device_verbatim(device: AdbDevice) -> None:
+    result = device.run(["printf", "%s\\n", *AWKWARD_NAMES])
+    assert result.text().splitlines() == AWKWARD_NAMES
+
+
+@pytest.mark.parametrize("name", AWKWARD_NAMES)
+def test_push_pull_awkward_names(device: AdbDevice, tmp_path: Path, name: str) -> None:
+    src = tmp_path / name
+    src.write_bytes(name.encode() * 100)
+    remote = f"/data/local/tmp/edgekit/{name}"
+    device.push(str(src), remote)
+    assert device.run(["cat", remote]).stdout == src.read_bytes()
+    listing = device.run(["ls", "/data/local/tmp/edgekit"], check=True).text().splitlines()
+    assert name in listing and "pwned" not in listing
+    back = tmp_path / "back"
+    device.pull(remote, str(back))
+    assert back.read_bytes() == src.read_bytes()
+
+
+def test_push_pull_with_progress(device: AdbDevice, tmp_path: Path) -> None:
+    src = tmp_path / "model.bin"
+    src.write_bytes(os.urandom(3 * 1024 * 1024 + 5))
+    pushed: list[tuple[int, int]] = []
+    device.push(str(src), "/data/local/tmp/edgekit/model.bin", progress=lambda d, t: pushed.append((d, t)))
+    assert pushed[-1] == (src.stat().st_size, src.stat().st_size) and len(pushed) > 10
+    pulled: list[tuple[int, int]] = []
+    back = tmp_path / "back.bin"
+    device.pull("/data/local/tmp/edgekit/model.bin", str(back), progress=lambda d, t: pulled.append((d, t)))
+    assert pulled[-1] == (src.stat().st_size, src.stat().st_size)
+    assert hashlib.sha256(back.read_bytes()).digest() == hashlib.sha256(src.read_bytes()).digest()
+
+
+def test_pull_of_missing_file_raises_and_writes_nothing(device: AdbDevice, tmp_path: Path) -> None:
+    out_dir = tmp_path / "pulled"
+    out_dir.mkdir()
+    with pytest.raises(TransportError, match="no such file"):
+        device.pull("/data/local/tmp/edgekit/absent.bin", str(out_dir / "absent.bin"))
+    assert list(out_dir.iterdir()) == []
+
+
+def test_push_refused_by_device_raises(device: AdbDevice, tmp_path: Path) -> None:
+    src = tmp_path / "f"
+    src.write_bytes(b"x")
+    with pytest.raises(TransportError, match="Read-only file system"):
+        device.push(str(src), "/system/f")
+
+
+def test_info(device: AdbDevice) -> None:
+    info = device.info()
+    assert info.reachable and info.transport == "adb"
+    assert info.model == "EKP-1 Emulated Phone"
+    assert info.os_version == "Android 14 (SDK 34)"
+    assert info.abi == "x86_64" and info.cores == os.cpu_count()
+    assert info.ram_bytes == 8 * 1024**3
+    assert info.battery_pct is not None and 0 < info.battery_pct <= 100 and info.charging is False
+    assert info.temperature_c is not None and 20 < info.temperature_c < 90
+    assert info.free_bytes is not None and info.free_bytes > 0
+    assert info.soc
+
+
+def test_phone_killed_mid_push_then_retry_after_restart(device: AdbDevice, phone: Phone,
+                                                        tmp_path: Path) -> None:
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(40 * 1024 * 1024))
+    proc = phone.process.proc
+    assert proc is not None
+
+    def crash_at_4mb(done: int, total: int) -> None:
+        if done >= 4 * 1024 * 1024 and proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+
+    with pytest.raises(DeviceUnreachable, match=r"push .*big\.bin.* failed: ") as caught:
+        device.push(str(src), "/data/local/tmp/edgekit/big.bin", progress=crash_at_4mb)
+    print(caught.value)
+    phone.process.start()  # same state dir, same port: the adb server reconnects by itself
+    device.push(str(src), "/data/local/tmp/edgekit/big.bin")
+    digest = device.run(["sha256sum", "/data/local/tmp/edgekit/big.bin"], check=True).text().split()[0]
+    assert digest == hashlib.sha256(src.read_bytes()).hexdigest()
+
+
+def test_unreachable_address_raises(phone: Phone) -> None:
+    with pytest.raises(DeviceUnreachable, match=r"127\.0\.0\.1"):
+        AdbDevice(f"127.0.0.1:{free_port()}", server_port=phone.server.port, online_timeout_s=1)
+
+
+def test_server_is_started_when_not_running(phone: Phone, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    port = free_port()
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(port))
+    try:
+        device = AdbDevice(phone.serial, online_timeout_s=20)  # port from the environment
+        assert device.server_port == port
+        assert device.run(["echo", "fresh server"]).stdout == b"fresh server\n"
+    finally:
+        AdbServer(port=port, home=tmp_path).adb("kill-server", timeout_s=30)
+
+
+def test_adbutils_api_accepts_the_phone(phone: Phone, tmp_path: Path) -> None:
+    import adbutils
+
+    dev = adbutils.AdbClient(host="127.0.0.1", port=phone.server.port).device(phone.serial)
+    assert dev.shell("echo hi") == "hi"
+    v2 = dev.shell2("echo o; echo e >&2; exit 9", v2=True)
+    assert (v2.returncode, v2.stdout, v2.stderr) == (9, "o\n", "e\n")
+    assert dev.prop.model == "EKP-1 Emulated Phone"
+    dev.sync.push(b"payload", "/data/local/tmp/adbutils.txt")
+    assert dev.sync.read_bytes("/data/local/tmp/adbutils.txt") == b"payload"
+    assert "adbutils.txt" in [entry.path for entry in dev.sync.list("/data/local/tmp")]
+    assert dev.sync.stat("/data/local/tmp/nope").mode == 0

@@ -1,0 +1,187 @@
+"""SshDevice against emulated boards (real sshd, stock ssh client): config, host keys, commands, files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgekit.devices.base import CommandTimeout, DeviceUnreachable, RemoteFileMissing, TransportError
+from edgekit.devices.ssh import HostKeyRejected, SshDevice
+from tests.fixtures.board import BoardFactory, BoardHandle
+
+
+@pytest.fixture
+def device(shared_board: BoardHandle) -> Iterator[SshDevice]:
+    with SshDevice(shared_board.alias, ssh_config=shared_board.ssh_config,
+                   known_hosts=shared_board.known_hosts) as dev:
+        assert isinstance(dev, SshDevice)
+        yield dev
+
+
+def _board_commands(device: SshDevice) -> str:
+    return device.run(["ps", "-eo", "args="], check=True).text()
+
+
+def test_alias_resolves_hostname_user_port_identity_from_ssh_config(shared_board: BoardHandle,
+                                                                    tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.write_text(
+        "Host unrelated\n    HostName 192.0.2.1\n\n"
+        f"Host my-pi\n    HostName 127.0.0.1\n    Port {shared_board.process.port}\n"
+        f"    User {shared_board.process.user}\n    IdentityFile {shared_board.process.client_key}\n"
+        "    IdentitiesOnly yes\n"
+    )
+    with SshDevice("my-pi", ssh_config=config, known_hosts=shared_board.known_hosts) as dev:
+        assert dev.run(["uname", "-n"], check=True).text().strip() == "pi-shared"
+        assert dev.run(["id", "-un"], check=True).text().strip() == shared_board.process.user
+
+
+def test_explicit_address_without_any_ssh_config(shared_board: BoardHandle, tmp_path: Path) -> None:
+    empty = tmp_path / "empty_config"
+    empty.write_text("")
+    with SshDevice("127.0.0.1", name="direct", port=shared_board.process.port, user=shared_board.process.user,
+                   identity_file=shared_board.process.client_key, ssh_config=empty,
+                   known_hosts=shared_board.known_hosts) as dev:
+        assert dev.run(["uname", "-n"], check=True).text().strip() == "pi-shared"
+
+
+def test_proxyjump_through_another_board(make_board: BoardFactory, tmp_path: Path) -> None:
+    jump, target = make_board("pi-jump"), make_board("pi-target")
+    known_hosts = tmp_path / "both.known_hosts"
+    known_hosts.write_text(jump.process.known_hosts_line() + target.process.known_hosts_line())
+    config = tmp_path / "jump_config"
+    config.write_text(jump.ssh_config.read_text() + target.ssh_config.read_text() +
+                      "Host behind\n    HostName 127.0.0.1\n"
+                      f"    Port {target.process.port}\n    User {target.process.user}\n"
+                      f"    IdentityFile {target.process.client_key}\n    ProxyJump pi-jump\n")
+    with SshDevice("behind", ssh_config=config, known_hosts=known_hosts) as dev:
+        assert dev.run(["uname", "-n"], check=True).text().strip() == "pi-target"
+
+
+def test_unknown_host_key_is_refused_then_accepted_explicitly(make_board: BoardFactory) -> None:
+    board = make_board("pi-new", pin_host_key=False)
+    with SshDevice(board.alias, ssh_config=board.ssh_config, known_hosts=board.known_hosts) as dev, \
+            pytest.raises(HostKeyRejected, match=r"not known.*accept_new_host_key=True"):
+        dev.run(["true"])
+    assert board.known_hosts.read_text() == ""
+    with SshDevice(board.alias, ssh_config=board.ssh_config, known_hosts=board.known_hosts,
+                   accept_new_host_key=True) as dev:
+        assert dev.run(["echo", "hi"], check=True).text() == "hi\n"
+    assert board.process.known_hosts_line().split()[-1] in board.known_hosts.read_text()
+
+
+def test_changed_host_key_is_refused_even_with_accept_new(make_board: BoardFactory, tmp_path: Path) -> None:
+    board = make_board("pi-changed")
+    impostor = tmp_path / "impostor_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(impostor)], check=True)
+    kind, blob = impostor.with_suffix(".pub").read_text().split()[:2]
+    board.known_hosts.write_text(f"[127.0.0.1]:{board.process.port} {kind} {blob}\n")
+    for accept_new in (False, True):
+        with SshDevice(board.alias, ssh_config=board.ssh_config, known_hosts=board.known_hosts,
+                       accept_new_host_key=accept_new) as dev, \
+                pytest.raises(HostKeyRejected, match=r"CHANGED.*ssh-keygen -R"):
+            dev.run(["true"])
+    assert blob in board.known_hosts.read_text()
+
+
+def test_exit_codes_stdout_and_stderr(device: SshDevice) -> None:
+    result = device.run(["sh", "-c", "echo out; echo err >&2; exit 7"])
+    assert (result.exit_code, result.stdout, result.stderr) == (7, b"out\n", b"err\n")
+    with pytest.raises(TransportError, match="exited with 7: err"):
+        device.run(["sh", "-c", "echo err >&2; exit 7"], check=True)
+    assert device.run(["no-such-program-here"]).exit_code == 127
+
+
+def test_arguments_are_never_interpreted_by_the_remote_shell(device: SshDevice) -> None:
+    argv = ["printf", "%s|", "a b", "it's", '"dq"', "$(touch pwned)", "`id`", "x;y", "*", "$HOME",
+            "new\nline"]
+    assert device.run(argv, check=True).text() == "a b|it's|\"dq\"|$(touch pwned)|`id`|x;y|*|$HOME|new\nline|"
+    assert not device.run(["test", "-e", "pwned"]).ok
+
+
+def test_timeout_kills_the_remote_command_and_its_children(device: SshDevice) -> None:
+    with pytest.raises(CommandTimeout, match="timed out after 1s"):
+        device.run(["sh", "-c", "sleep 41.5 & sleep 42.5; echo never"], timeout_s=1)
+    commands = _board_commands(device)
+    assert "sleep 41.5" not in commands and "sleep 42.5" not in commands
+
+
+NAMES = ["plain.bin", "with space.bin", "it's.bin", 'dq".bin', "$(touch pwned).bin", "semi;colon.bin",
+         "-leading-dash.bin", "star*q?.bin"]
+
+
+def test_weird_file_names_round_trip_intact(device: SshDevice, tmp_path: Path) -> None:
+    for index, name in enumerate(NAMES):
+        source = tmp_path / name
+        source.write_bytes(os.urandom(1000 + index))
+        device.push(str(source), f"weird/{name}")
+        back = tmp_path / f"back-{index}"
+        device.pull(f"weird/{name}", str(back))
+        assert back.read_bytes() == source.read_bytes(), name
+    listed = device.run(["ls", "-1", "weird"], check=True).text().splitlines()
+    assert sorted(listed) == sorted(NAMES)
+    assert not device.run(["test", "-e", "pwned"]).ok
+    device.run(["rm", "-rf", "weird"], check=True)
+
+
+def test_push_and_pull_report_progress(device: SshDevice, tmp_path: Path) -> None:
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(3 * 1024 * 1024 + 5))
+    pushed: list[tuple[int, int]] = []
+    device.push(str(source), "/home/edgekit/big.bin",
+                progress=lambda done, total: pushed.append((done, total)))
+    pulled: list[tuple[int, int]] = []
+    device.pull("/home/edgekit/big.bin", str(tmp_path / "back.bin"),
+                progress=lambda done, total: pulled.append((done, total)))
+    size = source.stat().st_size
+    for events in (pushed, pulled):
+        assert events[-1] == (size, size)
+        assert [d for d, _ in events] == sorted(d for d, _ in events)
+    assert (tmp_path / "back.bin").read_bytes() == source.read_bytes()
+
+
+def test_pull_of_a_missing_file_raises_and_writes_nothing(device: SshDevice, tmp_path: Path) -> None:
+    target = tmp_path / "missing.bin"
+    with pytest.raises(RemoteFileMissing, match=r"no-such-file\.bin"):
+        device.pull("/home/edgekit/no-such-file.bin", str(target))
+    assert not target.exists() and not list(tmp_path.iterdir())
+
+
+def test_info_reports_board_facts(device: SshDevice) -> None:
+    info = device.info()
+    assert info.reachable and info.transport == "ssh"
+    assert info.model is not None and info.model.startswith("Raspberry Pi 5")
+    assert info.cores == os.cpu_count() and info.abi == os.uname().machine
+    assert info.ram_bytes and info.ram_bytes > 0 and info.free_bytes and info.free_bytes > 0
+    assert info.temperature_c is not None and 20 < info.temperature_c < 100
+    assert info.os_version and info.battery_pct is None
+    assert info.extra["hostname"] == "pi-shared"
+
+
+def test_board_killed_mid_push_then_retry_after_restart(make_board: BoardFactory, tmp_path: Path) -> None:
+    board = make_board("pi-flaky")
+    source = tmp_path / "model.bin"
+    with source.open("wb") as f:
+        for _ in range(48):
+            f.write(os.urandom(1 << 20))
+    with SshDevice(board.alias, ssh_config=board.ssh_config, known_hosts=board.known_hosts) as dev:
+        dev.run(["true"], check=True)
+
+        def pull_the_plug(done: int, total: int) -> None:
+            if done >= 8 << 20 and board.process.proc is not None:
+                board.process.kill()
+
+        expected = r"push of .*model\.bin.* failed after \d+ of 50331648 bytes"
+        with pytest.raises(DeviceUnreachable, match=expected):
+            dev.push(str(source), "/home/edgekit/model.bin", progress=pull_the_plug)
+        assert not dev.info().reachable
+        board.process.start()
+        dev.push(str(source), "/home/edgekit/model.bin")
+        remote_sum = dev.run(["sha256sum", "/home/edgekit/model.bin"], check=True).text().split()[0]
+        assert remote_sum == hashlib.sha256(source.read_bytes()).hexdigest()
+        assert "model.bin.edgekit-part" not in dev.run(["ls", "/home/edgekit"], check=True).text()
