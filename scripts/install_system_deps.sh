@@ -12,6 +12,7 @@ command -v bwrap >/dev/null || need+=(bubblewrap)
 command -v busybox >/dev/null || need+=(busybox)
 command -v cmake >/dev/null || need+=(cmake)
 command -v g++ >/dev/null || need+=(g++)
+command -v chromium >/dev/null || need+=(chromium)
 command -v time >/dev/null || [ -x /usr/bin/time ] || need+=(time)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${need[*]}"

@@ -134,15 +134,25 @@ class Reference:
         with torch.no_grad():
             for prompt in PROMPTS:
                 ids = tokenizer.encode(prompt)[: max(1, budget - DECODE_TOKENS)]
-                seq = list(ids)
-                for _ in range(DECODE_TOKENS):
-                    logits = model(torch.tensor([seq])).logits[0, -1]
-                    seq.append(int(torch.argmax(logits)))
+                seq = _greedy(model, ids, DECODE_TOKENS)
                 full = model(torch.tensor([seq[:-1]])).logits[0].float().numpy()
                 cases.append(_Case(list(ids), seq, full))
             ppl_ids = tokenizer.encode(corpus_text())[: min(PPL_TOKENS, budget) + 1]
             ref_logits = model(torch.tensor([ppl_ids[:-1]])).logits[0].float().numpy()
         return cls(cases, ppl_ids, _perplexity(ref_logits, ppl_ids))
+
+
+def _greedy(model: Any, ids: list[int], n_tokens: int) -> list[int]:
+    """Greedy continuation with the model's own KV cache (one token per forward after the prompt)."""
+    import torch
+
+    seq = list(ids)
+    out = model(torch.tensor([seq]), use_cache=True)
+    for _ in range(n_tokens):
+        token = int(torch.argmax(out.logits[0, -1]))
+        seq.append(token)
+        out = model(torch.tensor([[token]]), past_key_values=out.past_key_values, use_cache=True)
+    return seq
 
 
 def _perplexity(logits: np.ndarray, ids: list[int]) -> float:

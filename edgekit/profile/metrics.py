@@ -10,7 +10,8 @@ Per measured repetition:
   being the mean power over the trace's baseline window; energy per token = that / G; average power
   per phase = mean power over prefill and over decode. A cumulative energy counter, when the source has
   one, is used instead of integrating power (with wrap handling).
-Memory (survey-style breakdown): weights = the artifact file's bytes (resident once loaded), KV cache =
+Memory (survey-style breakdown), at the peak RSS of the measured runs: weights = the artifact's model
+files' bytes (resident once loaded), KV cache =
 from the manifest's layout (static programs allocate max_context; past/present graphs hold P + G),
 runtime = peak RSS - weights - KV cache.
 A value known to be invalid is None with a reason, never a guess.
@@ -18,6 +19,7 @@ A value known to be invalid is None with a reason, never a guess.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import statistics
@@ -108,27 +110,41 @@ def _power_w(sample: dict[str, Any]) -> float | None:
 
 
 def _window(samples: list[dict[str, Any]], start_ns: int, end_ns: int) -> list[dict[str, Any]]:
-    return [s for s in samples if start_ns <= s["ts_ns"] <= end_ns]
+    """Samples (sorted by ts_ns, as a validated trace has them) inside [start, end]."""
+    lo = bisect.bisect_left(samples, start_ns, key=lambda s: s["ts_ns"])
+    hi = bisect.bisect_right(samples, end_ns, key=lambda s: s["ts_ns"])
+    return samples[lo:hi]
 
 
-def integrate_power_j(samples: list[dict[str, Any]], start_ns: int, end_ns: int, offset_w: float = 0.0) -> float | None:
-    """Trapezoid integral of (power - offset) over [start, end], the ends interpolated from neighbours."""
-    points = [(s["ts_ns"], p) for s in samples if (p := _power_w(s)) is not None]
+def power_points(samples: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    """(ts_ns, watts) of every sample that has a power reading, in time order."""
+    return [(s["ts_ns"], p) for s in samples if (p := _power_w(s)) is not None]
+
+
+def integrate_power_j(
+    points: list[tuple[int, float]], start_ns: int, end_ns: int, offset_w: float = 0.0
+) -> float | None:
+    """Trapezoid integral of (power - offset) over [start, end] from ``power_points``; the window's ends
+    are interpolated from their neighbours."""
     if len(points) < 2 or end_ns <= start_ns:
         return None
     # The window must be covered by samples near both ends; otherwise the integral is a guess.
     slack_ns = 0.2 * (end_ns - start_ns)
     if points[0][0] > start_ns + slack_ns or points[-1][0] < end_ns - slack_ns:
         return None
+    times = [t for t, _ in points]
 
     def value_at(t: int) -> float:
-        for (t0, p0), (t1, p1) in itertools.pairwise(points):
-            if t0 <= t <= t1:
-                return p0 if t1 == t0 else p0 + (p1 - p0) * (t - t0) / (t1 - t0)
-        return points[0][1] if t < points[0][0] else points[-1][1]
+        i = bisect.bisect_left(times, t)
+        if i == 0:
+            return points[0][1]
+        if i == len(points):
+            return points[-1][1]
+        (t0, p0), (t1, p1) = points[i - 1], points[i]
+        return p0 if t1 == t0 else p0 + (p1 - p0) * (t - t0) / (t1 - t0)
 
-    inner = [(t, p) for t, p in points if start_ns < t < end_ns]
-    curve = [(start_ns, value_at(start_ns)), *inner, (end_ns, value_at(end_ns))]
+    lo, hi = bisect.bisect_right(times, start_ns), bisect.bisect_left(times, end_ns)
+    curve = [(start_ns, value_at(start_ns)), *points[lo:hi], (end_ns, value_at(end_ns))]
     total = 0.0
     for (t0, p0), (t1, p1) in itertools.pairwise(curve):
         total += (p0 + p1) / 2 * (t1 - t0) / 1e9
@@ -157,16 +173,16 @@ def counter_energy_j(samples: list[dict[str, Any]], start_ns: int, end_ns: int, 
     return total / 1e6 * (end_ns - start_ns) / (last[0] - first[0])
 
 
-def _mean_power(samples: list[dict[str, Any]], start_ns: int, end_ns: int) -> float | None:
-    energy = integrate_power_j(samples, start_ns, end_ns)
+def _mean_power(points: list[tuple[int, float]], start_ns: int, end_ns: int) -> float | None:
+    energy = integrate_power_j(points, start_ns, end_ns)
     return energy / ((end_ns - start_ns) / 1e9) if energy is not None and end_ns > start_ns else None
 
 
-def _idle_power_w(trace: Trace) -> float | None:
+def _idle_power_w(trace: Trace, points: list[tuple[int, float]]) -> float | None:
     starts, ends = trace.events_named("baseline_start"), trace.events_named("baseline_end")
     if not starts or not ends:
         return None
-    return _mean_power(trace.samples, starts[0]["ts_ns"], ends[0]["ts_ns"])
+    return _mean_power(points, starts[0]["ts_ns"], ends[0]["ts_ns"])
 
 
 def _energy_unavailable(trace: Trace) -> str | None:
@@ -178,7 +194,9 @@ def _energy_unavailable(trace: Trace) -> str | None:
     return None
 
 
-def _run_metrics(trace: Trace, run: int, events: list[dict[str, Any]], idle_w: float | None) -> RunMetrics:
+def _run_metrics(
+    trace: Trace, run: int, events: list[dict[str, Any]], idle_w: float | None, points: list[tuple[int, float]]
+) -> RunMetrics:
     by_name: dict[str, list[dict[str, Any]]] = {}
     for event in events:
         by_name.setdefault(event["name"], []).append(event)
@@ -220,7 +238,7 @@ def _run_metrics(trace: Trace, run: int, events: list[dict[str, Any]], idle_w: f
     if reason is None:
         gross = counter_energy_j(trace.samples, t_prefill0, t_end, trace.header.get("energy_range_uj"))
         if gross is None:
-            gross = integrate_power_j(trace.samples, t_prefill0, t_end)
+            gross = integrate_power_j(points, t_prefill0, t_end)
         if gross is None:
             reason = "too few power samples in the run window"
         elif idle_w is None:
@@ -230,8 +248,8 @@ def _run_metrics(trace: Trace, run: int, events: list[dict[str, Any]], idle_w: f
             metrics.energy_gross_j = gross
             metrics.energy_j = gross - idle_w * (t_end - t_prefill0) / 1e9
             metrics.energy_per_token_mj = metrics.energy_j / gen_len * 1e3
-        metrics.avg_power_prefill_w = _mean_power(trace.samples, t_prefill0, t_first)
-        metrics.avg_power_decode_w = _mean_power(trace.samples, t_first, token_times[-1])
+        metrics.avg_power_prefill_w = _mean_power(points, t_prefill0, t_first)
+        metrics.avg_power_decode_w = _mean_power(points, t_first, token_times[-1])
     metrics.energy_missing_reason = reason
     return metrics
 
@@ -239,9 +257,8 @@ def _run_metrics(trace: Trace, run: int, events: list[dict[str, Any]], idle_w: f
 def memory_breakdown(
     manifest: dict[str, Any], prompt_len: int, gen_len: int, peak_rss_kb: int | None
 ) -> dict[str, int | None]:
-    artifact = next(f for f in manifest["files"] if f["name"] == manifest["artifact"])
+    # Weights: every model file of the artifact (an ONNX graph may keep its tensors in a .data file).
     weights_kb = sum(f["bytes"] for f in manifest["files"] if f["name"] != "manifest.json") // 1024
-    del artifact
     kv = manifest["kv_cache"]
     if kv["kind"] == "static-buffers-in-program":
         kv_kb = kv["bytes_at_max_context"] // 1024
@@ -257,15 +274,16 @@ def compute_metrics(trace: Trace, manifest: dict[str, Any]) -> ProfileMetrics:
     for event in trace.events:
         if event["run"] >= 0 and not event.get("warmup", False):
             measured.setdefault(event["run"], []).append(event)
-    idle_w = _idle_power_w(trace)
-    runs = [_run_metrics(trace, run, events, idle_w) for run, events in sorted(measured.items())]
+    points = power_points(trace.samples)
+    idle_w = _idle_power_w(trace, points)
+    runs = [_run_metrics(trace, run, events, idle_w, points) for run, events in sorted(measured.items())]
     load = trace.events_named("load_start"), trace.events_named("load_end")
     load_ms = (load[1][0]["ts_ns"] - load[0][0]["ts_ns"]) / 1e6 if load[0] and load[1] else None
-    rss_all = [s["rss_kb"] for s in trace.samples if isinstance(s.get("rss_kb"), int)]
-    pss_all = [s["pss_kb"] for s in trace.samples if isinstance(s.get("pss_kb"), int)]
-    peak_rss = max(rss_all) if rss_all else None
-    memory = memory_breakdown(manifest, w["prompt_len"], w["gen_len"], peak_rss)
-    memory["peak_pss_kb"] = max(pss_all) if pss_all else None
+    # Peak memory while inferring (the measured runs), the survey's notion; the load peak is not in it.
+    run_rss = [r.peak_rss_kb for r in runs if r.peak_rss_kb is not None]
+    run_pss = [r.peak_pss_kb for r in runs if r.peak_pss_kb is not None]
+    memory = memory_breakdown(manifest, w["prompt_len"], w["gen_len"], max(run_rss) if run_rss else None)
+    memory["peak_pss_kb"] = max(run_pss) if run_pss else None
     temps = [
         v / 1000 for s in trace.samples for v in (s.get("thermal_mc") or {}).values() if isinstance(v, int | float)
     ]

@@ -41,7 +41,7 @@ def test_export_passes_gate(arch, recipe_name, tmp_path):
     kv = m["kv_cache"]
     assert (kv["layers"], kv["kv_heads"], kv["head_dim"]) == (2, 2, 32)
     assert m["model"]["architecture"] == arch and m["max_context"] == recipe.max_context
-    assert m["tool_versions"]["torch"] == "2.13.0"
+    assert m["tool_versions"]["torch"].startswith("2.13.0")
     if recipe.target == "executorch":
         assert 0 < m["delegation"]["share"] <= 1 and m["delegation"]["delegated_subgraphs"] >= 1
         assert [i["name"] for i in m["signature"]["inputs"]] == ["input_ids", "cache_position"]

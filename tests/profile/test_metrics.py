@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from edgekit.profile.metrics import CHARGING, NO_SENSOR, compute_metrics, integrate_power_j, percentile
+from edgekit.profile.metrics import CHARGING, NO_SENSOR, compute_metrics, integrate_power_j, percentile, power_points
 from edgekit.profile.trace import TraceError, load_trace, parse_lines
 
 MS = 1_000_000
@@ -121,7 +121,7 @@ def test_failed_run_is_recorded_and_others_count(tmp_path):
 
 
 def test_integral_and_percentile_helpers():
-    samples = [{"ts_ns": i * MS, "power_uw": 2_000_000} for i in range(0, 1001, 10)]
+    samples = power_points([{"ts_ns": i * MS, "power_uw": 2_000_000} for i in range(0, 1001, 10)])
     assert integrate_power_j(samples, 0, 1000 * MS) == pytest.approx(2.0)
     assert integrate_power_j(samples, 0, 1000 * MS, offset_w=0.5) == pytest.approx(1.5)
     assert integrate_power_j(samples[:1], 0, MS) is None

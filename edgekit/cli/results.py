@@ -1,0 +1,126 @@
+"""``edgekit ingest``, ``edgekit report``, ``edgekit compare`` and ``edgekit trace``: the results store's
+command line. Parsing and printing only; the work lives in ``edgekit.store`` and ``edgekit.report``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from edgekit.store.errors import StoreError
+
+console = Console()
+
+_DEVICE = typer.Option([], "--device", "-d", help="only this device (repeatable)")
+_MODEL = typer.Option([], "--model", "-m", help="only this model id (repeatable)")
+_RECIPE = typer.Option([], "--recipe", "-r", help="only this recipe (repeatable)")
+
+
+def _write_or_print(text: str, out: Path | None) -> None:
+    if out is None:
+        typer.echo(text, nl=not text.endswith("\n"))
+        return
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"cannot write '{out}': {exc.strerror}") from exc
+    console.print(f"wrote {out}", highlight=False, soft_wrap=True)
+
+
+def ingest_cmd(
+    traces: list[Path] = typer.Argument(..., help="trace.jsonl files written by the device agents"),
+    manifest: Path | None = typer.Option(
+        None, "--manifest", help="the artifact's manifest.json or directory (default: manifest.json beside the trace)"
+    ),
+) -> None:
+    """Store traces in the results database (idempotent: a trace already stored is skipped)."""
+    from edgekit.store import Store, ingest_trace
+
+    with Store() as store:
+        for path in traces:
+            result = ingest_trace(path, manifest, store=store)
+            state = "stored" if result.stored else "already stored"
+            failed = f", {result.runs_failed} failed" if result.runs_failed else ""
+            console.print(
+                f"{path}: {state} as trace {result.trace_id[:12]} ({len(result.run_ids)} runs{failed}; "
+                f"device {result.device_id}, artifact {result.artifact_sha256[:12]})",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
+def report_cmd(
+    device: list[str] = _DEVICE,
+    model: list[str] = _MODEL,
+    recipe: list[str] = _RECIPE,
+    fmt: str = typer.Option("table", "--format", "-f", help="table, json, csv, md or html"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="write to this file instead of stdout"),
+) -> None:
+    """Per device x artifact x workload: median, p90, CV and 95% CI of TTFT, tok/s, memory and energy."""
+    from edgekit.report import FORMATS
+    from edgekit.report.cells import report_cells
+    from edgekit.report.render import render_text, to_table
+    from edgekit.store import Store
+    from edgekit.store.queries import Filters
+
+    if fmt not in FORMATS:
+        raise StoreError(f"unknown format '{fmt}'; known: {', '.join(FORMATS)}")
+    if fmt == "html" and out is None:
+        raise StoreError("--format html needs --out FILE (the report is one self-contained HTML file)")
+    with Store() as store:
+        cells = report_cells(store, Filters(devices=device, models=model, recipes=recipe))
+    if fmt == "table" and out is None and console.is_terminal:
+        console.print(to_table(cells))
+        return
+    if fmt == "html":
+        from edgekit.report.html import to_html
+
+        text = to_html(cells)
+    else:
+        text = render_text(cells, fmt)
+    _write_or_print(text, out)
+
+
+def compare_cmd(
+    a: str = typer.Argument(..., help="an artifact (sha256 prefix), device, recipe or model"),
+    b: str = typer.Argument(..., help="the same kind of thing as A"),
+    device: list[str] = _DEVICE,
+    model: list[str] = _MODEL,
+    recipe: list[str] = _RECIPE,
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """How A compares with B on everything else held equal: ratios of medians with 95% bootstrap CIs."""
+    from edgekit.report.compare import compare, render_comparison
+    from edgekit.store import Store
+    from edgekit.store.queries import Filters
+
+    with Store() as store:
+        result = compare(store, a, b, Filters(devices=device, models=model, recipes=recipe))
+    if as_json:
+        typer.echo(result.to_json())
+    else:
+        render_comparison(result, console)
+
+
+def trace_cmd(
+    run_id: str = typer.Argument(..., help="a run id from the report's JSON/CSV (a unique prefix is enough)"),
+    out: Path = typer.Option(..., "--out", "-o", help="Chrome/Perfetto trace-event JSON to write"),
+) -> None:
+    """Export one stored run as a Chrome trace-event JSON that ui.perfetto.dev opens."""
+    from edgekit.report.perfetto import export_run
+    from edgekit.store import Store
+
+    with Store() as store:
+        text = export_run(store, run_id)
+    _write_or_print(text, out)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ingest")(ingest_cmd)
+    app.command("report")(report_cmd)
+    app.command("compare")(compare_cmd)
+    app.command("trace")(trace_cmd)

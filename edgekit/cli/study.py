@@ -1,0 +1,82 @@
+"""``edgekit study --protocol slm-survey --models M... --devices D...``: run a published measurement
+protocol through the profiler, store every trace, and print the protocol's table (optionally with the
+paper's own figures from a reference CSV). Parsing and printing only."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from edgekit.report.study import Protocol, StudyRow
+
+console = Console()
+
+
+def _split(values: list[str]) -> list[str]:
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def study_cmd(
+    protocol: str = typer.Option("slm-survey", "--protocol", help="the measurement protocol (slm-survey)"),
+    models: list[str] = typer.Option([], "--models", help="model specs, comma-separated or repeated"),
+    devices: list[str] = typer.Option([], "--devices", help="inventory device names, comma-separated or repeated"),
+    recipe: str | None = typer.Option(None, "--recipe", help="a 4-bit recipe of the protocol (default: its first)"),
+    reference_csv: Path | None = typer.Option(
+        None,
+        "--reference-csv",
+        help="published figures as reference rows; CSV columns: model, params, device, prefill_ms, "
+        "decode_ms_per_token, weights_mb, kv_cache_mb, compute_mb, other_mb, source",
+    ),
+    no_run: bool = typer.Option(False, "--no-run", help="do not profile; print the table from stored runs"),
+    inventory: Path | None = typer.Option(None, "--inventory", help="device inventory file"),
+    python: str | None = typer.Option(None, "--python", help="the devices' Python (default: the profiler's choice)"),
+    fmt: str = typer.Option("table", "--format", "-f", help="table, md, csv or json"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="write the table to this file"),
+) -> None:
+    """Run PROTOCOL for every model on every device, then print its table."""
+    from edgekit.report.study import get_protocol, measured_rows, read_reference_csv, render_study, study_table
+    from edgekit.report.study_run import StudyTest, run_protocol
+    from edgekit.store import Store
+    from edgekit.store.errors import StoreError
+
+    spec = get_protocol(protocol)
+    model_list, device_list = _split(models), _split(devices)
+    if not no_run and (not model_list or not device_list):
+        raise StoreError("a study run needs --models and --devices (or --no-run to print stored runs)")
+    references = read_reference_csv(reference_csv) if reference_csv else []
+
+    def show(test: StudyTest) -> None:
+        state = f"[red]failed[/red]: {test.error}" if test.error else f"stored {test.trace_path}"
+        console.print(f"{test.model} on {test.device}: {state}", highlight=False, soft_wrap=True)
+
+    with Store() as store:
+        if not no_run:
+            run_protocol(spec, model_list, device_list, recipe or spec.recipes[0], store,
+                         inventory=inventory, python=python, on_test=show)  # fmt: skip
+        rows = measured_rows(store, spec, model_list, device_list) + references
+    if fmt == "table" and out is None and console.is_terminal:
+        console.print(study_table(spec, rows))
+        return
+    text = study_table_text(spec, rows) if fmt == "table" else render_study(spec, rows, fmt)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"wrote {out}", highlight=False, soft_wrap=True)
+
+
+def study_table_text(spec: Protocol, rows: list[StudyRow]) -> str:
+    from edgekit.report.study import study_table
+
+    buffer = Console(file=io.StringIO(), width=200, record=True)
+    buffer.print(study_table(spec, rows))
+    return buffer.export_text()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("study")(study_cmd)
