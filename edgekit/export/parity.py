@@ -179,6 +179,10 @@ class ParityResult:
     def to_dict(self) -> dict[str, float]:
         return {**asdict(self), "ppl_ratio": self.ppl_ratio}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ParityResult:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
 
 def measure(runner: ArtifactRunner, reference: Reference) -> ParityResult:
     max_diff = 0.0

@@ -24,7 +24,7 @@ from edgekit import paths
 from edgekit._progress import steps
 from edgekit.errors import ArtifactError, ExportError, ParityError
 from edgekit.export import manifest as mf
-from edgekit.export.parity import OnnxRunner, PteRunner, Reference, gate_failures, measure
+from edgekit.export.parity import OnnxRunner, ParityResult, PteRunner, Reference, gate_failures, measure
 from edgekit.export.recipes import Recipe
 from edgekit.models import load_model, load_tokenizer, prepare
 
@@ -48,7 +48,10 @@ def _check_out_dir(out_dir: Path) -> None:
 
 
 def _cache_key(source_sha256: str, recipe: Recipe) -> str:
-    payload = {"source": source_sha256, "recipe": recipe.model_dump(), "tools": mf.tool_versions()}
+    # The gate's thresholds are not part of the key: they judge the artifact, they do not make it.
+    # A cached artifact is judged again against the recipe's current thresholds (``_judge``).
+    what_makes_it = recipe.model_dump(exclude={"gate", "name", "description"})
+    payload = {"source": source_sha256, "recipe": what_makes_it, "tools": mf.tool_versions()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -72,8 +75,10 @@ def export(model_spec: str, recipe: Recipe, out_dir: Path, *, use_cache: bool = 
                 with progress.step("Copying cached artifact"):
                     manifest = mf.read_manifest(cached_dir)
                     mf.verify_files(cached_dir, manifest)
-                    for entry in [*manifest["files"], {"name": mf.MANIFEST_NAME}]:
+                    for entry in manifest["files"]:
                         shutil.copy2(cached_dir / entry["name"], staged / entry["name"])
+                    manifest = _judge(manifest, recipe)
+                    mf.write_manifest(staged, manifest)
                 cached = True
             else:
                 manifest = _export_fresh(prepared, recipe, staged, progress)
@@ -87,6 +92,20 @@ def export(model_spec: str, recipe: Recipe, out_dir: Path, *, use_cache: bool = 
     if not result.passed:
         raise ParityError(str(out_dir), manifest["gate"]["failures"])
     return result
+
+
+def _judge(manifest: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
+    """The manifest with its gate evaluated against ``recipe``'s thresholds."""
+    q, delegation = manifest["quantization"], manifest.get("delegation")
+    failures = gate_failures(
+        ParityResult.from_dict(manifest["parity"]),
+        recipe.gate,
+        linear_total=q["linear_total"],
+        linear_quantized=q["linear_quantized"],
+        delegated_share=delegation["share"] if delegation else None,
+    )
+    gate = {"passed": not failures, "failures": failures, "thresholds": recipe.gate.model_dump()}
+    return {**manifest, "recipe": recipe.model_dump(), "gate": gate}
 
 
 def _store_in_cache(staged: Path, cached_dir: Path) -> None:
