@@ -1,0 +1,100 @@
+"""Fixtures for the native runner: the host build (android_harness/build_host.sh, once per session; a
+failed build fails every test that needs it), tiny exported .pte artifacts, a .pte with the wrong
+signature, and helpers to run the runner and parse what it writes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+HARNESS = REPO / "android_harness"
+AGENT = REPO / "device_agents" / "android" / "agent.sh"
+
+
+@dataclass(frozen=True)
+class NativeRunner:
+    binary: Path
+    lib_dir: Path
+
+    def run(self, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(self.binary), *args], capture_output=True, text=True, timeout=timeout_s,
+                              stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="session")
+def native_runner() -> NativeRunner:
+    proc = subprocess.run([str(HARNESS / "build_host.sh")], capture_output=True, text=True, timeout=900,
+                          stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        pytest.fail(f"android_harness/build_host.sh failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                    f"{proc.stderr[-3000:]}", pytrace=False)
+    build = HARNESS / "build" / "host"
+    runner = NativeRunner(build / "bin" / "edgekit_runner", build / "lib")
+    assert runner.binary.is_file(), f"build_host.sh succeeded but {runner.binary} is missing"
+    return runner
+
+
+def _export(recipe_name: str, out_dir: Path, cache: Path, home: Path) -> Path:
+    from edgekit.export.pipeline import export
+    from edgekit.export.recipes import resolve_recipe
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGEKIT_CACHE", str(cache))
+        mp.setenv("EDGEKIT_HOME", str(home))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        result = export("tiny-llama", resolve_recipe(recipe_name), out_dir)
+    assert result.passed, f"tiny {recipe_name} export failed its gate: {result.manifest['gate']}"
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_pte_dirs(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> dict[str, Path]:
+    """Artifact directories of the tiny model as pte-fp32 and pte-8da4w (cached by content hash)."""
+    home = tmp_path_factory.mktemp("native-export-home")
+    root = tmp_path_factory.mktemp("native-artifacts")
+    return {name: _export(name, root / name, shared_cache, home) for name in ("pte-fp32", "pte-8da4w")}
+
+
+@pytest.fixture(scope="session")
+def bad_signature_pte(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A valid XNNPACK .pte whose forward is Linear(8 -> 4) on float32[1, 8]: no ids, no KV cache."""
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    torch.manual_seed(0)
+    program = torch.export.export(torch.nn.Linear(8, 4).eval(), (torch.randn(1, 8),), strict=True)
+    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+    path = tmp_path_factory.mktemp("bad-signature") / "linear.pte"
+    path.write_bytes(edge.to_executorch().buffer)
+    return path
+
+
+def parse_jsonl(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def manifest_of(artifact_dir: Path) -> dict:
+    return json.loads((artifact_dir / "manifest.json").read_text())
+
+
+def prompt_ids(count: int, vocab: int) -> list[int]:
+    """The rule the runner and the agents share when no ids are given."""
+    return [(i * 7919 + 13) % vocab for i in range(count)]
+
+
+def greedy_reference(pte: Path, ids: list[int], gen_len: int) -> list[int]:
+    """Greedy tokens from executorch.runtime (the Python bindings) for the same program and ids."""
+    from edgekit.export.parity import PteRunner
+
+    runner = PteRunner(pte)
+    tokens = [int(runner.step(ids)[-1].argmax())]
+    while len(tokens) < gen_len:
+        tokens.append(int(runner.step([tokens[-1]])[-1].argmax()))
+    return tokens
+

@@ -1,0 +1,122 @@
+"""The sh agent with the native runner on the emulated Android phone, through the real adb server:
+push runner + libraries + model + agent.sh with AdbDevice, run the agent under the phone's busybox sh,
+pull trace.jsonl and check it is a complete trace (device_agents/TRACE.md) that the host accepts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgekit.devices.adb import AdbDevice
+from edgekit.devices.push import digest_artifact
+from edgekit.profile.trace import load_trace
+from tests.fixtures.phone import Phone
+from tests.native.conftest import AGENT, NativeRunner, manifest_of, prompt_ids
+
+REMOTE = "/data/local/tmp/edgekit-native"
+
+
+@pytest.fixture
+def phone_dev(phone: Phone) -> Iterator[AdbDevice]:
+    device = AdbDevice(phone.serial, name="phone", server_port=phone.server.port)
+    try:
+        yield device
+    finally:
+        device.close()
+
+
+def push_bundle(device: AdbDevice, runner: NativeRunner, artifact: Path) -> None:
+    device.run(["mkdir", "-p", f"{REMOTE}/bin", f"{REMOTE}/lib", f"{REMOTE}/model"], check=True)
+    device.push(str(runner.binary), f"{REMOTE}/bin/edgekit_runner")
+    for lib in sorted(runner.lib_dir.glob("*.so")):
+        device.push(str(lib), f"{REMOTE}/lib/{lib.name}")
+    device.push(str(artifact / "model.pte"), f"{REMOTE}/model/model.pte")
+    device.push(str(AGENT), f"{REMOTE}/agent.sh")
+    sha = digest_artifact(artifact).sha256  # the content address edgekit push uses
+    device.run(["sh", "-c", f"echo {sha} > {REMOTE}/model/artifact.sha256"], check=True)
+
+
+def agent_argv(out: str, *, prompt_len: int, gen_len: int, warmup: int, runs: int) -> list[str]:
+    return ["sh", f"{REMOTE}/agent.sh", "--runner", f"{REMOTE}/bin/edgekit_runner", "--lib-dir", f"{REMOTE}/lib",
+            "--model", f"{REMOTE}/model/model.pte", "--out", out, "--prompt-len", str(prompt_len),
+            "--gen-len", str(gen_len), "--warmup", str(warmup), "--runs", str(runs), "--threads", "1",
+            "--sample-ms", "20", "--baseline-s", "1", "--artifact-sha-file", f"{REMOTE}/model/artifact.sha256",
+            "--model-id", "tiny-llama", "--recipe", "pte-fp32"]
+
+
+def test_agent_on_emulated_phone(phone_dev: AdbDevice, native_runner: NativeRunner,
+                                 tiny_pte_dirs: dict[str, Path], tmp_path: Path) -> None:
+    artifact = tiny_pte_dirs["pte-fp32"]
+    push_bundle(phone_dev, native_runner, artifact)
+    prompt_len, gen_len, warmup, runs = 16, 40, 1, 3
+    result = phone_dev.run(agent_argv(f"{REMOTE}/run1", prompt_len=prompt_len, gen_len=gen_len, warmup=warmup,
+                                      runs=runs), timeout_s=180)
+    assert result.exit_code == 0, f"{result.stdout!r} {result.stderr!r}"
+    local = tmp_path / "trace.jsonl"
+    phone_dev.pull(f"{REMOTE}/run1/trace.jsonl", str(local))
+    raw = [json.loads(line) for line in local.read_text().splitlines()]
+    trace = load_trace(local)  # the host's own validation: header first, footer last, clocks mapped
+
+    header = trace.header
+    assert header["agent"]["name"] == "edgekit-android-agent"
+    assert header["runner"]["kind"] == "native-executorch" and "edgekit_runner" in header["runner"]["version"]
+    assert header["device"]["model"] == "EKP-1 Emulated Phone" and header["device"]["abi"] == "x86_64"
+    assert header["device"]["cores"] >= 1 and header["device"]["ram_kb"] == 8 * 1024 * 1024
+    assert header["device"]["charging"] is False and 0 <= header["device"]["battery_pct"] <= 100
+    assert header["power_source"] == "battery"
+    assert header["artifact"]["sha256"] == digest_artifact(artifact).sha256
+    assert header["artifact"]["model_id"] == "tiny-llama" and header["artifact"]["file"] == "model.pte"
+    vocab = manifest_of(artifact)["model"]["vocab_size"]
+    assert header["workload"] == {"prompt_len": prompt_len, "gen_len": gen_len, "warmup": warmup, "runs": runs,
+                                  "threads": 1, "sample_ms": 20, "prompt_ids": prompt_ids(prompt_len, vocab)}
+
+    names = [e["name"] for e in trace.events]
+    assert names.index("baseline_start") < names.index("baseline_end") < names.index("load_start")
+    assert names.count("clock_sync") >= 4  # the agent's (baseline, end) and the runner's (start, exit)
+    for run in range(runs):
+        mine = [e["name"] for e in trace.events if e["run"] == run and not e["warmup"]]
+        assert mine == ["run_start", "prefill_start", "prefill_end", *["decode_step"] * (gen_len - 1), "run_end"]
+    assert "error" not in names
+    base = [e["ts_ns"] for e in trace.events if e["name"] in ("baseline_start", "baseline_end")]
+    assert base[1] - base[0] >= 0.9e9
+
+    assert all("ts_boot_ns" in s for s in raw if s["type"] == "sample"), "the sh agent stamps with the boot clock"
+    during = [s for s in trace.samples if s["rss_kb"] is not None]
+    assert len(during) >= 3, f"only {len(during)} samples while the runner ran"
+    assert all(s["hwm_kb"] >= s["rss_kb"] > 0 and s["pss_kb"] > 0 for s in during)
+    powered = [s for s in trace.samples if s["power_uw"] is not None]
+    assert len(powered) == len(trace.samples)
+    assert all(s["power_uw"] > 0 and s["current_ua"] < 0 for s in powered), "discharging: consumed power is positive"
+    # computed as mV x uA / 1000 in 32-bit shell arithmetic: off by at most |current| / 1000 + 1 uW
+    assert all(abs(s["power_uw"] - s["voltage_uv"] * -s["current_ua"] / 1e6) <= -s["current_ua"] / 1e3 + 2
+               for s in powered)
+    assert all(s["cpu_freq_khz"] and s["thermal_mc"].get("cpu-thermal") for s in trace.samples)
+    # /proc/uptime has 10 ms resolution: leave that much slack at the window's end
+    baseline = [s for s in trace.samples if base[0] <= s["ts_ns"] <= base[1] - 20_000_000]
+    assert len(baseline) >= 10 and all(s["rss_kb"] is None for s in baseline)
+
+    footer = trace.footer
+    assert footer["status"] == "ok" and footer["runs_completed"] == runs and footer["runs_failed"] == 0
+    assert footer["self_hwm_kb"] >= max(s["hwm_kb"] for s in during) * 0.9
+    assert footer["ts_ns"] >= max(e["ts_ns"] for e in trace.events if e["name"] != "clock_sync")
+
+
+def test_missing_library_is_named(phone_dev: AdbDevice, native_runner: NativeRunner,
+                                  tiny_pte_dirs: dict[str, Path], tmp_path: Path) -> None:
+    push_bundle(phone_dev, native_runner, tiny_pte_dirs["pte-fp32"])
+    phone_dev.run(["rm", f"{REMOTE}/lib/libexecutorch_kernels_quantized.so"], check=True)
+    result = phone_dev.run(agent_argv(f"{REMOTE}/run2", prompt_len=8, gen_len=4, warmup=0, runs=1), timeout_s=60)
+    assert result.exit_code == 3
+    assert "missing library libexecutorch_kernels_quantized.so" in result.stderr.decode()
+    local = tmp_path / "trace.jsonl"
+    phone_dev.pull(f"{REMOTE}/run2/trace.jsonl", str(local))
+    trace = load_trace(local)
+    (error,) = trace.events_named("error")
+    assert error["reason"] == "missing-library" and error["run"] == -1
+    assert "libexecutorch_kernels_quantized.so" in error["message"]
+    assert "libexecutorch_kernels_quantized.so" in error["stderr_tail"]  # the dynamic loader's own words
+    assert trace.footer["status"] == "failed" and trace.footer["runs_completed"] == 0
+    assert not trace.events_named("run_start")
