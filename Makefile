@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgekit-installed
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test lint typecheck pytest system-deps venv bench clean
+.PHONY: demo test test-slow lint typecheck pytest system-deps venv native bench clean
 
 venv: $(STAMP)
 
@@ -27,17 +27,25 @@ $(STAMP): pyproject.toml scripts/install_system_deps.sh
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check edgekit tests bench
+	$(VENV)/bin/ruff check edgekit tests bench device_agents
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy edgekit
 
-pytest: $(STAMP)
-	$(VENV)/bin/pytest -q
+# The native runner (C++) against the executorch wheel; the tests also build it on demand.
+native: $(STAMP)
+	android_harness/build_host.sh
+
+# The default suite: everything except the real-model exports (minutes each on 2 cores: test-slow).
+pytest: $(STAMP) native
+	$(VENV)/bin/pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(VENV)/bin/pytest -q -m slow
 
 test: lint typecheck pytest
 
-demo: $(STAMP)
+demo: $(STAMP) native
 	$(PY) -m edgekit.demo --out $(DEMO_OUT)
 
 bench: $(STAMP)

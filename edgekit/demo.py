@@ -1,8 +1,12 @@
 """``make demo``: the main job on embedded defaults.
 
-Today that is the export half: the bundled SmolLM2-135M-Instruct to ONNX int4 and ExecuTorch 8da4w,
-both through the parity gate, then both manifests printed as one table. Re-running reuses the artifact
-cache, so a second run takes seconds.
+1. export the bundled SmolLM2-135M-Instruct to ONNX int4 and ExecuTorch 8da4w, both through the parity
+   gate (the artifact cache makes a second run take seconds);
+2. start one emulated phone and one emulated board (identity kept across runs);
+3. profile both artifacts on both devices with the survey's workload (50-token prompt, 50 generated
+   tokens, 10 s cool-down): the .pte through the native runner on the phone, everything else through
+   the Python agent; each trace goes into the results store;
+4. print one table, then stop the emulated devices. ``edgekit report`` shows the runs afterwards.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -69,6 +74,61 @@ def main() -> None:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
         sys.exit(2)
     console.print(summary_table(manifests))
+    try:
+        rows = profile_everywhere([args.out / f"{DEMO_MODEL}-{name}" for name in DEMO_RECIPES], console)
+    except EdgekitError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
+    console.print(profile_table(rows))
+    console.print("next: `.venv/bin/edgekit report`, `edgekit report --format html -o report.html`, `edgekit study`")
+
+
+def profile_everywhere(artifacts: list[Path], console: Console) -> list[tuple[str, str, str, Any]]:
+    from edgekit.emulator import manager
+    from edgekit.profile.run import ProfileRequest, RunnerChoice, profile
+    from edgekit.store.ingest import ingest_trace
+
+    console.rule("edgekit emulator start (1 phone, 1 board)")
+    devices = [*manager.ensure("phone", 1), *manager.ensure("board", 1)]
+    rows = []
+    try:
+        for device in devices:
+            for artifact in artifacts:
+                runner: RunnerChoice = "auto" if artifact.name.endswith("pte-8da4w") else "python"
+                console.rule(f"edgekit profile {artifact.name} --device {device.name}")
+                request = ProfileRequest(artifact, prompt_len=50, gen_len=50, runs=3, warmup=1, cooldown_s=10.0,
+                                         runner=runner)  # fmt: skip
+                result = profile(request, device.name)
+                ingest_trace(result.trace.path, result.manifest)
+                rows.append((device.name, artifact.name.removeprefix(f"{DEMO_MODEL}-"), result.runner, result.metrics))
+    finally:
+        for device in devices:
+            manager.stop(device.name)
+    return rows
+
+
+def profile_table(rows: list[tuple[str, str, str, Any]]) -> Table:
+    table = Table(title=f"{DEMO_MODEL}: profiled on emulated devices (P=50, G=50, median of 3 runs)")
+    for column in ("device", "recipe", "runner", "TTFT ms", "prefill tok/s", "decode tok/s", "peak RSS MB",
+                   "weights / KV / runtime MB", "energy mJ/token"):  # fmt: skip
+        table.add_column(column)
+
+    def num(value: float | None, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    for device, recipe, runner, m in rows:
+        mem = m.memory
+        split = " / ".join(num(mem[k] / 1024 if mem[k] is not None else None, ".0f")
+                           for k in ("weights_kb", "kv_cache_kb", "runtime_kb"))  # fmt: skip
+        energy = m.median("energy_per_token_mj")
+        table.add_row(
+            device, recipe, runner,
+            num(m.median("ttft_ms"), ".1f"), num(m.median("prefill_tok_s"), ".0f"),
+            num(m.median("decode_tok_s"), ".1f"),
+            num(mem["peak_rss_kb"] / 1024 if mem["peak_rss_kb"] else None, ".0f"), split,
+            num(energy, ".2f") if energy is not None else f"- ({m.energy_missing_reason})",
+        )  # fmt: skip
+    return table
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ command -v busybox >/dev/null || need+=(busybox)
 command -v cmake >/dev/null || need+=(cmake)
 command -v g++ >/dev/null || need+=(g++)
 command -v chromium >/dev/null || need+=(chromium)
-command -v time >/dev/null || [ -x /usr/bin/time ] || need+=(time)
+[ -x /usr/bin/time ] || need+=(time)  # GNU time (-v), not the shell keyword
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${need[*]}"
 SUDO=""

@@ -83,6 +83,8 @@ class DeviceEntry(_Strict):
     workdir: str | None = None
     tags: Tags = Tags()
     power: PowerHints | None = None
+    # The device's Python for the profiling agent (default: python3; emulated devices use the host's).
+    python: str | None = None
     _origin: str = PrivateAttr(default="file")
 
     @model_validator(mode="after")

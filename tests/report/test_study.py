@@ -65,7 +65,7 @@ def test_study_errors(filled, tmp_path):
         run_protocol(PROTOCOLS["slm-survey"], ["tiny-llama"], ["local"], "onnx-fp32", store)
 
 
-@pytest.mark.slow  # trains/exports tiny-llama unless the session's shared cache already has it
+# Exports tiny-llama with onnx-int4 unless the session's shared cache already has it (tests/export does).
 def test_study_runs_the_protocol_through_the_profiler_on_the_local_device(edgekit_home):
     """The real chain: export tiny-llama with the protocol's 4-bit recipe, profile it on this host through
     edgekit.profile.run (P=50, G=50), ingest the pulled trace, print the table from the store."""

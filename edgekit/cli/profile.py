@@ -1,0 +1,171 @@
+"""``edgekit profile ARTIFACT_DIR --device NAME`` and ``edgekit run MODEL --recipe R --device D``.
+
+Argument handling and printing only: the run is ``edgekit.profile.run``, every number comes from
+``edgekit.profile.metrics``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgekit.profile.run import ProfileRequest, ProfileResult, RunnerChoice, profile
+
+console = Console()
+
+
+def _fmt(value: float | None, spec: str, unit: str = "") -> str:
+    return "—" if value is None else f"{value:{spec}}{unit}"
+
+
+def _cv(value: float | None) -> str:
+    return "" if value is None else f" (CV {value:.1%})"
+
+
+def result_table(result: ProfileResult) -> Table:
+    m = result.metrics
+    ok, total = len(m.ok_runs), len(m.runs)
+    table = Table(title=f"{result.manifest['model']['id']} · {result.manifest['recipe']['name']} on "
+                        f"{result.device}", show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    mem = m.memory
+    rows: list[tuple[str, str]] = [
+        ("workload", f"prompt {m.prompt_len} · generate {m.gen_len} · {m.threads} threads · "
+                     f"{ok}/{total} runs ok · runner {result.trace.header['runner']['kind']}"),
+        ("TTFT", _fmt(m.median("ttft_ms"), ".1f", " ms") + _cv(m.cv("ttft_ms"))),
+        ("prefill", _fmt(m.median("prefill_tok_s"), ".1f", " tok/s") + _cv(m.cv("prefill_tok_s"))),
+        ("decode", _fmt(m.median("decode_tok_s"), ".1f", " tok/s") + _cv(m.cv("decode_tok_s"))),
+        ("decode latency", f"p50 {_fmt(m.median('decode_ms_p50'), '.2f', ' ms')} · "
+                           f"p90 {_fmt(m.median('decode_ms_p90'), '.2f', ' ms')}"),
+        ("load", _fmt(m.load_ms, ".0f", " ms")),
+        ("peak RSS / PSS", f"{_fmt(_mb(mem.get('peak_rss_kb')), '.1f', ' MB')} / "
+                           f"{_fmt(_mb(mem.get('peak_pss_kb')), '.1f', ' MB')}"),
+        ("memory breakdown", f"weights {_fmt(_mb(mem.get('weights_kb')), '.1f', ' MB')} · "
+                             f"KV cache {_fmt(_mb(mem.get('kv_cache_kb')), '.1f', ' MB')} · "
+                             f"runtime {_fmt(_mb(mem.get('runtime_kb')), '.1f', ' MB')}"),
+    ]
+    reason = m.energy_missing_reason
+    if reason is None and m.median("energy_per_token_mj") is not None:
+        powers = [r.avg_power_prefill_w for r in m.ok_runs if r.avg_power_prefill_w is not None]
+        decode_powers = [r.avg_power_decode_w for r in m.ok_runs if r.avg_power_decode_w is not None]
+        rows += [
+            ("energy / token", _fmt(m.median("energy_per_token_mj"), ".2f", " mJ") + " above idle"
+             + _cv(m.cv("energy_per_token_mj"))),
+            ("avg power", f"prefill {_fmt(_median(powers), '.2f', ' W')} · decode "
+                          f"{_fmt(_median(decode_powers), '.2f', ' W')} · idle {_fmt(m.idle_power_w, '.2f', ' W')}"
+                          f" ({m.power_source})"),
+        ]
+    else:
+        rows.append(("energy", f"[yellow]missing[/yellow]: {reason or 'no energy computed'}"))
+    rows += [
+        ("temperature max", _fmt(m.temperature_max_c, ".1f", " °C")),
+        ("cpu freq mean", _fmt(m.freq_mean_khz / 1000 if m.freq_mean_khz is not None else None, ".0f", " MHz")),
+        ("cool-down", f"waited {result.conditioning.waited_s:.1f} s"
+                      + ("" if result.conditioning.reached_threshold else " (threshold not reached)")),
+        ("trace", str(result.trace_dir)),
+    ]
+    for run in m.runs:
+        if not run.ok:
+            rows.append((f"run {run.run}", f"[red]failed[/red]: {run.error}"))
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def _mb(kb: int | None) -> float | None:
+    return None if kb is None else kb / 1024
+
+
+def _median(values: list[float]) -> float | None:
+    import statistics
+
+    return statistics.median(values) if values else None
+
+
+def result_json(result: ProfileResult) -> dict[str, Any]:
+    return {"run_id": result.run_id, "device": result.device, "trace_dir": str(result.trace_dir),
+            "runner": result.runner, "runtime_version": result.runtime_version,
+            "host_wall_s": result.host_wall_s, "agent_span_s": result.agent_span_s,
+            "attempts": result.attempts, "conditioning": result.conditioning.to_dict(),
+            "metrics": result.metrics.to_dict()}
+
+
+def _request(artifact_dir: Path, prompt_len: int, gen_len: int, runs: int, warmup: int, threads: int,
+             cooldown_s: float, sample_ms: int, runner: str, timeout_s: float | None) -> ProfileRequest:
+    if runner not in ("auto", "python", "native"):
+        raise typer.BadParameter(f"--runner must be python, native or auto, got {runner!r}")
+    choice: RunnerChoice = runner  # type: ignore[assignment]
+    return ProfileRequest(artifact_dir=artifact_dir, prompt_len=prompt_len, gen_len=gen_len, runs=runs,
+                          warmup=warmup, threads=threads, cooldown_s=cooldown_s, sample_ms=sample_ms,
+                          runner=choice, timeout_s=timeout_s)
+
+
+def _show(result: ProfileResult, as_json: bool) -> None:
+    """Store the run in the results store (idempotent), then print it."""
+    from edgekit.store.ingest import ingest_trace
+
+    stored = ingest_trace(result.trace.path, result.manifest)
+    if as_json:
+        typer.echo(json.dumps({**result_json(result), "trace_id": stored.trace_id}, indent=2, default=str))
+    else:
+        console.print(result_table(result))
+        console.print(f"stored as trace {stored.trace_id[:12]} (see `edgekit report`)", highlight=False)
+
+
+_DEVICE = typer.Option("local", "--device", "-d", help="Device name (see `edgekit devices`).")
+_PROMPT = typer.Option(50, "--prompt-len", help="Prompt tokens (prefill).")
+_GEN = typer.Option(50, "--gen-len", help="Generated tokens (1 from prefill + G-1 decode steps).")
+_RUNS = typer.Option(5, "--runs", help="Measured repetitions.")
+_WARMUP = typer.Option(1, "--warmup", help="Warm-up repetitions (recorded, not measured).")
+_THREADS = typer.Option(2, "--threads", help="Runtime threads.")
+_COOLDOWN = typer.Option(10.0, "--cooldown-s", help="Longest cool-down wait before the run.")
+_SAMPLE = typer.Option(20, "--sample-ms", help="Sampler period, 10..100 ms.")
+_RUNNER = typer.Option("auto", "--runner", help="python | native | auto (native on phones).")
+_PYTHON = typer.Option(None, "--python", help="The device's Python (default python3; emulated: host's).")
+_TIMEOUT = typer.Option(None, "--timeout-s", help="Kill the agent after this long (default: generous).")
+_INVENTORY = typer.Option(None, "--inventory", help="Inventory file to use.")
+_JSON = typer.Option(False, "--json", help="Print the result as JSON.")
+
+
+def profile_cmd(
+    artifact_dir: Path = typer.Argument(..., help="An artifact directory written by `edgekit export`."),
+    device: str = _DEVICE, prompt_len: int = _PROMPT, gen_len: int = _GEN, runs: int = _RUNS,
+    warmup: int = _WARMUP, threads: int = _THREADS, cooldown_s: float = _COOLDOWN, sample_ms: int = _SAMPLE,
+    runner: str = _RUNNER, python: str | None = _PYTHON, timeout_s: float | None = _TIMEOUT,
+    inventory_file: Path | None = _INVENTORY, as_json: bool = _JSON,
+) -> None:
+    """Profile ARTIFACT_DIR on a device: latency, throughput, memory, energy, temperature."""
+    request = _request(artifact_dir, prompt_len, gen_len, runs, warmup, threads, cooldown_s, sample_ms,
+                       runner, timeout_s)
+    _show(profile(request, device, inventory=inventory_file, python=python), as_json)
+
+
+def run_cmd(
+    model: str = typer.Argument(..., help="smollm2-135m, tiny-<arch>, a HF directory, a .gguf or a hub id"),
+    recipe: str = typer.Option(..., "--recipe", "-r", help="Export recipe (see `edgekit recipes`)."),
+    device: str = _DEVICE, prompt_len: int = _PROMPT, gen_len: int = _GEN, runs: int = _RUNS,
+    warmup: int = _WARMUP, threads: int = _THREADS, cooldown_s: float = _COOLDOWN, sample_ms: int = _SAMPLE,
+    runner: str = _RUNNER, python: str | None = _PYTHON, timeout_s: float | None = _TIMEOUT,
+    inventory_file: Path | None = _INVENTORY, as_json: bool = _JSON,
+) -> None:
+    """Export MODEL with RECIPE, push it and profile it on DEVICE in one go."""
+    from edgekit.export.pipeline import export
+    from edgekit.export.recipes import resolve_recipe
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-run-") as tmp:
+        exported = export(model, resolve_recipe(recipe), Path(tmp) / "artifact")
+        request = _request(exported.out_dir, prompt_len, gen_len, runs, warmup, threads, cooldown_s,
+                           sample_ms, runner, timeout_s)
+        _show(profile(request, device, inventory=inventory_file, python=python), as_json)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("profile")(profile_cmd)
+    app.command("run")(run_cmd)

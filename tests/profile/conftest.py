@@ -1,0 +1,71 @@
+"""Fixtures for profiling tests: tiny artifacts (exported once per session into the shared cache) and
+the emulated board and phone opened as ``Device``s whose Python is the host interpreter (the emulated
+devices see it read-only), so the agent runs there exactly as it would on a real board."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgekit.devices.adb import AdbDevice
+from edgekit.devices.ssh import SshDevice
+from edgekit.emulator import _board_files
+from tests.fixtures.board import BoardHandle
+from tests.fixtures.phone import Phone
+from tests.native.conftest import native_runner
+
+__all__ = ["native_runner"]
+
+DEVICE_PYTHON = sys.executable
+PHONE_WORKDIR = "/data/local/tmp/edgekit"
+
+
+def _export(recipe: str, out_root: Path, cache: Path) -> Path:
+    from edgekit.export.pipeline import export
+    from edgekit.export.recipes import resolve_recipe
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGEKIT_CACHE", str(cache))
+        mp.setenv("EDGEKIT_HOME", str(out_root / "home"))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        return export("tiny-llama", resolve_recipe(recipe), out_root / recipe).out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
+    return _export("onnx-fp32", tmp_path_factory.mktemp("profile-artifacts"), shared_cache)
+
+
+@pytest.fixture(scope="session")
+def tiny_pte(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
+    return _export("pte-fp32", tmp_path_factory.mktemp("profile-artifacts"), shared_cache)
+
+
+def board_device(board: BoardHandle) -> SshDevice:
+    return SshDevice(board.alias, name=board.alias, ssh_config=str(board.ssh_config),
+                     workdir=_board_files.WORKDIR)
+
+
+@pytest.fixture
+def board_dev(shared_board: BoardHandle) -> Iterator[SshDevice]:
+    device = board_device(shared_board)
+    try:
+        yield device.connect()
+    finally:
+        device.close()
+
+
+def phone_device(phone: Phone) -> AdbDevice:
+    return AdbDevice(phone.serial, name="phone", server_port=phone.server.port, workdir=PHONE_WORKDIR)
+
+
+@pytest.fixture
+def phone_dev(phone: Phone) -> Iterator[AdbDevice]:
+    device = phone_device(phone)
+    try:
+        yield device
+    finally:
+        device.close()

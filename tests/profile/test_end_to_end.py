@@ -1,0 +1,94 @@
+"""Profile tiny ONNX and .pte artifacts end to end on the emulated board (ssh) and phone (adb,
+python runner): agent pushed, artifact pushed, trace pulled, validated, metrics computed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgekit import paths
+from edgekit.devices.base import Device
+from edgekit.profile.run import NativeRunnerMissing, ProfileRequest, ProfileResult, profile_on
+from tests.profile.conftest import DEVICE_PYTHON, PHONE_WORKDIR
+
+PROMPT, GEN, RUNS = 16, 24, 2
+
+
+def _request(artifact: Path, **overrides: object) -> ProfileRequest:
+    values: dict = {"artifact_dir": artifact, "prompt_len": PROMPT, "gen_len": GEN, "runs": RUNS,
+                    "warmup": 1, "threads": 1, "sample_ms": 20, "baseline_s": 0.3, "cooldown_s": 0.0,
+                    "runner": "python", "timeout_s": 240.0}
+    values.update(overrides)
+    return ProfileRequest(**values)  # type: ignore[arg-type]
+
+
+def check_result(result: ProfileResult, runtime: str, *, summary: bool = True) -> None:
+    trace, m = result.trace, result.metrics
+    assert result.trace_dir == paths.home() / "traces" / result.run_id
+    assert (result.trace_dir / "trace.jsonl").is_file() and (result.trace_dir / "metrics.json").is_file()
+    if summary:  # the Python agent's counts; the sh agent writes none
+        counts = json.loads((result.trace_dir / "summary.json").read_text())
+        assert counts["runs_completed"] == RUNS and counts["runs_failed"] == 0
+    assert trace.header["artifact"]["runtime"] == runtime
+    assert trace.footer["status"] == "ok"
+    assert [r.run for r in m.runs] == list(range(RUNS)) and all(r.ok for r in m.runs)
+    for run in range(RUNS):
+        steps = [e for e in trace.events if e["run"] == run and not e["warmup"] and e["name"] == "decode_step"]
+        assert sorted(e["token_index"] for e in steps) == list(range(1, GEN))
+    warm = [e for e in trace.events if e.get("warmup") and e["name"] == "decode_step"]
+    assert len(warm) == GEN - 1
+    for run in m.runs:
+        assert run.ttft_ms is not None and run.ttft_ms > 0
+        assert run.decode_tok_s is not None and run.decode_tok_s > 0
+        assert run.decode_ms_p50 is not None and run.decode_ms_p90 is not None
+        assert run.decode_ms_p50 <= run.decode_ms_p90
+        assert len(run.decode_ms) == GEN - 1
+    assert m.load_ms is not None and m.load_ms > 0
+    assert m.memory["peak_rss_kb"] is not None and m.memory["peak_rss_kb"] > m.memory["weights_kb"]
+    assert m.memory["peak_pss_kb"] is not None and 0 < m.memory["peak_pss_kb"] <= m.memory["peak_rss_kb"]
+    assert m.temperature_max_c is not None and m.freq_mean_khz is not None
+    assert m.idle_power_w is not None and m.idle_power_w > 0
+    assert all(r.energy_per_token_mj is not None for r in m.runs), m.energy_missing_reason
+
+
+def _leftover_runs(device: Device, workdir: str) -> str:
+    return device.run(["ls", f"{workdir}/runs"], timeout_s=30).text().strip()
+
+
+def test_board_onnx(board_dev: Device, tiny_onnx: Path) -> None:
+    result = profile_on(board_dev, _request(tiny_onnx), workdir="/home/edgekit", python=DEVICE_PYTHON,
+                        device_class="board")
+    check_result(result, "onnxruntime")
+    assert result.trace.header["power_source"] == "hwmon"
+    assert _leftover_runs(board_dev, "/home/edgekit") == ""
+
+
+def test_board_pte(board_dev: Device, tiny_pte: Path) -> None:
+    result = profile_on(board_dev, _request(tiny_pte), workdir="/home/edgekit", python=DEVICE_PYTHON,
+                        device_class="board")
+    check_result(result, "executorch")
+
+
+def test_phone_onnx_and_pte_with_python_runner(phone_dev: Device, tiny_onnx: Path, tiny_pte: Path) -> None:
+    for artifact, runtime in ((tiny_onnx, "onnxruntime"), (tiny_pte, "executorch")):
+        result = profile_on(phone_dev, _request(artifact), workdir=PHONE_WORKDIR, python=DEVICE_PYTHON,
+                            device_class="phone")
+        check_result(result, runtime)
+        assert result.trace.header["power_source"] == "battery"
+        assert result.trace.header["device"]["charging"] is False
+        assert result.conditioning.end.battery_pct is not None
+
+
+def test_phone_defaults_to_the_native_runner(phone_dev: Device, native_runner: object, tiny_onnx: Path,
+                                             tiny_pte: Path) -> None:
+    result = profile_on(phone_dev, _request(tiny_pte, runner="auto", baseline_s=1.0), workdir=PHONE_WORKDIR,
+                        python=DEVICE_PYTHON, device_class="phone")
+    assert result.runner == "native"
+    assert result.trace.header["runner"]["kind"] == "native-executorch"
+    check_result(result, "executorch", summary=False)
+    # The native runner drives .pte only: an ONNX artifact is refused before anything runs.
+    with pytest.raises(NativeRunnerMissing, match="--runner python"):
+        profile_on(phone_dev, _request(tiny_onnx, runner="auto"), workdir=PHONE_WORKDIR,
+                   python=DEVICE_PYTHON, device_class="phone")

@@ -1,0 +1,107 @@
+"""Profiling numbers against known answers: the emulators' ground-truth energy, ``/usr/bin/time -v``'s
+peak RSS for the same workload run directly, and the host's wall clock around the remote command."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edgekit.devices.base import Device
+from edgekit.profile.agent import agent_source
+from edgekit.profile.run import ProfileRequest, ProfileResult, profile_on
+from tests.fixtures.board import BoardHandle
+from tests.fixtures.phone import Phone
+from tests.profile.conftest import DEVICE_PYTHON, PHONE_WORKDIR
+from tests.profile.truth import TruthPoller
+
+WORKLOAD = {"prompt_len": 32, "gen_len": 160, "runs": 5, "warmup": 1, "threads": 1, "sample_ms": 10,
+            "baseline_s": 1.0, "cooldown_s": 0.0, "runner": "python", "timeout_s": 240.0}
+ENERGY_TOLERANCE = 0.03
+RSS_TOLERANCE = 0.05
+
+
+def _profile_with_truth(device: Device, artifact: Path, workdir: str, truth_file: Path,
+                        device_class: str) -> tuple[ProfileResult, TruthPoller]:
+    request = ProfileRequest(artifact_dir=artifact, **WORKLOAD)  # type: ignore[arg-type]
+    with TruthPoller(truth_file) as truth:
+        result = profile_on(device, request, workdir=workdir, python=DEVICE_PYTHON, device_class=device_class)
+    return result, truth
+
+
+def _check_energy(result: ProfileResult, truth: TruthPoller) -> dict[str, float]:
+    """Compare what the metrics integrate with the truth over exactly the same windows."""
+    events = result.trace.events
+    measured_j = true_j = 0.0
+    for run in result.metrics.runs:
+        assert run.ok and run.energy_gross_j is not None, run
+        start = next(e["ts_ns"] for e in events if e["run"] == run.run and not e["warmup"]
+                     and e["name"] == "prefill_start")
+        end = next(e["ts_ns"] for e in events if e["run"] == run.run and not e["warmup"] and e["name"] == "run_end")
+        measured_j += run.energy_gross_j
+        true_j += truth.energy_between(start, end)
+    base_start = next(e["ts_ns"] for e in events if e["name"] == "baseline_start")
+    base_end = next(e["ts_ns"] for e in events if e["name"] == "baseline_end")
+    true_idle_w = truth.energy_between(base_start, base_end) / ((base_end - base_start) / 1e9)
+    idle_w = result.metrics.idle_power_w
+    assert idle_w is not None
+    figures = {"measured_j": measured_j, "true_j": true_j, "idle_w": idle_w, "true_idle_w": true_idle_w}
+    print(f"energy check on {result.device}: {figures}")
+    assert measured_j == pytest.approx(true_j, rel=ENERGY_TOLERANCE)
+    assert idle_w == pytest.approx(true_idle_w, rel=ENERGY_TOLERANCE)
+    return figures
+
+
+def _startup_overhead_s(device: Device) -> float:
+    """Wall time of starting the agent's interpreter on the device and having it exit at once."""
+    start = time.monotonic()
+    device.run([DEVICE_PYTHON, "-c", "import argparse, json, subprocess, threading, hashlib"], timeout_s=60,
+               check=True)
+    return time.monotonic() - start
+
+
+def test_board_energy_rss_and_wall_clock(board_dev: Device, shared_board: BoardHandle, tiny_onnx: Path,
+                                         tmp_path: Path) -> None:
+    result, truth = _profile_with_truth(board_dev, tiny_onnx, "/home/edgekit", shared_board.process.truth_path,
+                                        "board")
+    _check_energy(result, truth)
+
+    # Wall clock: the device shares the host's monotonic clock, so every record of the trace lies inside
+    # the host's window around the remote command, and the difference is the command's startup cost.
+    stamps = [e["ts_ns"] for e in result.trace.events] + [s["ts_ns"] for s in result.trace.samples]
+    assert result.command_start_ns <= min(stamps) and result.trace.footer["ts_ns"] <= result.command_end_ns
+    overhead_s = _startup_overhead_s(board_dev)
+    gap_s = result.host_wall_s - result.agent_span_s
+    print(f"wall clock: host {result.host_wall_s:.3f} s, agent {result.agent_span_s:.3f} s, "
+          f"startup overhead {overhead_s:.3f} s")
+    assert 0 <= gap_s <= 2 * overhead_s + 0.5
+
+    # Peak RSS: the same workload run directly under GNU time.
+    time_bin = Path("/usr/bin/time")
+    if not time_bin.exists():
+        pytest.fail("GNU time (/usr/bin/time, Debian package 'time') is required")
+    flags = ["--prompt-len", "32", "--gen-len", "160", "--runs", "5", "--warmup", "1", "--threads", "1",
+             "--baseline-s", "0", "--no-sampler"]
+    proc = subprocess.run([str(time_bin), "-v", sys.executable, str(agent_source()), "--artifact", str(tiny_onnx),
+                           "--out", str(tmp_path / "direct"), *flags], capture_output=True, text=True,
+                          timeout=240, check=True)
+    direct_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))  # type: ignore[union-attr]
+    peak_kb = result.metrics.memory["peak_rss_kb"]
+    print(f"peak RSS: sampled {peak_kb} kB, footer VmHWM {result.metrics.self_hwm_kb} kB, /usr/bin/time {direct_kb} kB")
+    assert peak_kb == pytest.approx(direct_kb, rel=RSS_TOLERANCE)
+
+    # Repeated runs on the idle device: the spread is reported (its size depends on the host's load).
+    cv = result.metrics.cv("decode_tok_s")
+    print(f"decode tok/s CV over {len(result.metrics.runs)} runs: {cv}")
+    assert cv is not None and cv >= 0
+
+
+def test_phone_battery_energy(phone: Phone, phone_dev: Device, tiny_onnx: Path) -> None:
+    result, truth = _profile_with_truth(phone_dev, tiny_onnx, PHONE_WORKDIR, phone.state_dir / "energy.json",
+                                        "phone")
+    assert result.trace.header["power_source"] == "battery"
+    _check_energy(result, truth)
