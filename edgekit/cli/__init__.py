@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except Exception as exc:
         # Usage errors from typer's bundled click carry their own message and exit code (2).
-        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()
-            sys.exit(exc.exit_code)
+        exit_code = getattr(exc, "exit_code", None)
+        show = getattr(exc, "show", None)
+        if callable(show) and isinstance(exit_code, int):
+            show()
+            sys.exit(exit_code)
         raise
