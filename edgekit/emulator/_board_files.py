@@ -199,14 +199,15 @@ def sandbox_argv(state_dir: Path, identity: BoardIdentity, info_fd: int | None =
     argv += ["--ro-bind", str(state_dir / "etc" / "ssh"), "/etc/ssh",
              "--ro-bind", str(state_dir / "etc" / "passwd"), "/etc/passwd",
              "--ro-bind", str(state_dir / "etc" / "hostname"), "/etc/hostname"]
-    for prefix in _python_prefixes():
-        argv += ["--ro-bind", prefix, prefix]
     argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/run", "--dir", "/run/sshd",
              "--tmpfs", "/var/tmp",
              "--bind", str(root / identity.workdir.lstrip("/")), identity.workdir,
              "--bind", str(root / "tmp"), "/tmp",
-             "--ro-bind", str(root / "sys"), "/sys",
-             "--chdir", identity.workdir,
+             "--ro-bind", str(root / "sys"), "/sys"]
+    # After /tmp and /var/tmp: a project checked out under /tmp keeps its virtualenv visible on the board.
+    for prefix in _python_prefixes():
+        argv += ["--ro-bind", prefix, prefix]
+    argv += ["--chdir", identity.workdir,
              "--setenv", "HOME", identity.workdir]
     if info_fd is not None:
         argv += ["--info-fd", str(info_fd)]
