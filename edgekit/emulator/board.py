@@ -23,7 +23,6 @@ import fcntl
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,20 +32,13 @@ from types import FrameType
 
 from edgekit.emulator import _board_files
 from edgekit.emulator._board_files import BoardSetupError
+from edgekit.emulator._ports import port_accepts
 from edgekit.emulator.board_sensors import BoardSensors
 
 SSHD = "/usr/sbin/sshd"
 TRUTH_FILE = "energy_truth.json"
 LOG_FILE = "sshd.log"
 _READY_TIMEOUT_S = 20.0
-
-
-def _port_accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _lock(state_dir: Path) -> int:
@@ -81,7 +73,7 @@ def serve(state_dir: Path, *, port: int, name: str, model: str | None,
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     lock_fd = _lock(state_dir)
-    if _port_accepts(port):
+    if port_accepts(port):
         raise BoardSetupError(f"port {port} on 127.0.0.1 is already taken")
     identity = _board_files.prepare(state_dir, name=name, model=model, port=port)
     sensors = BoardSensors(_board_files.rootfs(state_dir) / "sys", model=identity.model,
@@ -118,7 +110,7 @@ def serve(state_dir: Path, *, port: int, name: str, model: str | None,
         power.add_root(proc.pid)
         power.start()
         deadline = time.monotonic() + _READY_TIMEOUT_S
-        while not _port_accepts(port):
+        while not port_accepts(port):
             if proc.poll() is not None or stop.is_set() or time.monotonic() > deadline:
                 tail = (state_dir / LOG_FILE).read_text(errors="replace")[-600:].strip()
                 print(f"board '{name}': sshd did not come up on port {port}: {tail}", file=sys.stderr)

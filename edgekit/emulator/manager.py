@@ -33,6 +33,7 @@ from typing import Any, Literal
 import psutil
 
 from edgekit import paths
+from edgekit.emulator._ports import port_accepts
 from edgekit.errors import EdgekitError
 
 Kind = Literal["phone", "board"]
@@ -138,14 +139,6 @@ def _free_port() -> int:
     raise EmulatorError("could not find a free loopback port outside 5555-5585")
 
 
-def _port_accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def _next_name(kind: str) -> str:
     taken = set(_known_names())
     index = 1
@@ -168,7 +161,7 @@ def _address(state: EmulatorState) -> str:
 def _port_released(port: int, *, wait_s: float) -> bool:
     """True once nothing listens on ``port``; a crashed device's children may need a moment to go."""
     deadline = time.monotonic() + wait_s
-    while _port_accepts(port):
+    while port_accepts(port):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.1)
@@ -208,7 +201,7 @@ def start(
     state.started_at = time.time()
     _save(state)
     deadline = time.monotonic() + ready_timeout_s
-    while not _port_accepts(state.port):
+    while not port_accepts(state.port):
         if proc.poll() is not None:
             raise EmulatorError(
                 f"emulator '{name}' exited with code {proc.returncode} while starting: {_log_tail(name)}"
