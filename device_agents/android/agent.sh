@@ -105,7 +105,9 @@ boot_ns() {
   read -r _up _idle < /proc/uptime
   _s=${_up%.*}; _f=${_up#*.}
   case "$_f" in ?) _f="${_f}0" ;; esac
-  BOOT_NS="$_s${_f%"${_f#??}"}0000000"
+  BOOT_CS="$_s${_f%"${_f#??}"}"   # in 10 ms units
+  # /proc/uptime truncates to 10 ms: stamp the middle of that step, so sample times are unbiased.
+  BOOT_NS="${BOOT_CS}5000000"
 }
 
 # Runs `runner --clock-sync`: appends its clock_sync event to the body, sets NOW_NS (monotonic).
@@ -262,10 +264,10 @@ fi
 
 # -- 2. idle baseline -----------------------------------------------------------------------------------
 event baseline_start "$NOW_NS"
-boot_ns; _end=$(( ${BOOT_NS%0000000} + BASELINE_S * 100 ))   # in 10 ms units
+boot_ns; _end=$(( $BOOT_CS + BASELINE_S * 100 ))   # in 10 ms units
 while :; do
   sample ""
-  boot_ns; [ "${BOOT_NS%0000000}" -ge "$_end" ] && break
+  boot_ns; [ "$BOOT_CS" -ge "$_end" ] && break
   sleep "$SLEEP"
 done
 clock_now && event baseline_end "$NOW_NS"
@@ -277,11 +279,11 @@ LD_LIBRARY_PATH="$RUNNER_LD_PATH" "$RUNNER" "$@" 2>>"$RUNNER_ERR" &
 pid=$!
 # Stopped from outside (the host's timeout, adb disconnect): take the runner down too.
 trap 'kill -9 "$pid" 2>/dev/null; exit 143' TERM INT HUP
-boot_ns; _deadline=$(( ${BOOT_NS%0000000} + TIMEOUT_S * 100 ))
+boot_ns; _deadline=$(( $BOOT_CS + TIMEOUT_S * 100 ))
 timed_out=
 while kill -0 "$pid" 2>/dev/null; do
   sample "$pid"
-  if [ "$TIMEOUT_S" -gt 0 ] && [ "${BOOT_NS%0000000}" -ge "$_deadline" ]; then
+  if [ "$TIMEOUT_S" -gt 0 ] && [ "$BOOT_CS" -ge "$_deadline" ]; then
     kill -9 "$pid" 2>/dev/null; timed_out=1; break
   fi
   sleep "$SLEEP"

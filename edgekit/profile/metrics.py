@@ -152,25 +152,30 @@ def integrate_power_j(
 
 
 def counter_energy_j(samples: list[dict[str, Any]], start_ns: int, end_ns: int, range_uj: int | None) -> float | None:
-    """Energy from a cumulative counter (µJ) between the samples nearest the window ends, wrap-aware."""
+    """Energy from a cumulative counter (µJ) over [start, end], wrap-aware: the counter is unwrapped into a
+    running total and read at the window's ends by linear interpolation between the samples around them."""
     points = [(s["ts_ns"], s["energy_uj"]) for s in samples if isinstance(s.get("energy_uj"), int | float)]
-    if len(points) < 2:
+    if len(points) < 2 or end_ns <= start_ns:
         return None
-    first = min(points, key=lambda p: abs(p[0] - start_ns))
-    last = min(points, key=lambda p: abs(p[0] - end_ns))
-    if last[0] <= first[0]:
+    slack_ns = 0.2 * (end_ns - start_ns)
+    if points[0][0] > start_ns + slack_ns or points[-1][0] < end_ns - slack_ns:
         return None
-    total = 0.0
-    span = [p for p in points if first[0] <= p[0] <= last[0]]
-    for (_, e0), (_, e1) in itertools.pairwise(span):
+    times, totals = [points[0][0]], [0.0]
+    for (_, e0), (t1, e1) in itertools.pairwise(points):
         delta = e1 - e0
         if delta < 0:  # the counter wrapped
             if not range_uj:
                 return None
             delta += range_uj
-        total += delta
-    # Scale the counter's span to the requested window (samples rarely sit exactly on the edges).
-    return total / 1e6 * (end_ns - start_ns) / (last[0] - first[0])
+        times.append(t1)
+        totals.append(totals[-1] + delta)
+
+    def total_at(t: int) -> float:
+        i = min(max(bisect.bisect_left(times, t), 1), len(times) - 1)
+        (t0, e0), (t1, e1) = (times[i - 1], totals[i - 1]), (times[i], totals[i])
+        return e0 if t1 == t0 else e0 + (e1 - e0) * (t - t0) / (t1 - t0)
+
+    return (total_at(end_ns) - total_at(start_ns)) / 1e6
 
 
 def _mean_power(points: list[tuple[int, float]], start_ns: int, end_ns: int) -> float | None:

@@ -26,6 +26,7 @@ def _request(artifact: Path, **overrides: object) -> ProfileRequest:
 
 def check_result(result: ProfileResult, runtime: str, *, summary: bool = True) -> None:
     trace, m = result.trace, result.metrics
+    gen = trace.workload["gen_len"]
     assert result.trace_dir == paths.home() / "traces" / result.run_id
     assert (result.trace_dir / "trace.jsonl").is_file() and (result.trace_dir / "metrics.json").is_file()
     if summary:  # the Python agent's counts; the sh agent writes none
@@ -36,15 +37,15 @@ def check_result(result: ProfileResult, runtime: str, *, summary: bool = True) -
     assert [r.run for r in m.runs] == list(range(RUNS)) and all(r.ok for r in m.runs)
     for run in range(RUNS):
         steps = [e for e in trace.events if e["run"] == run and not e["warmup"] and e["name"] == "decode_step"]
-        assert sorted(e["token_index"] for e in steps) == list(range(1, GEN))
+        assert sorted(e["token_index"] for e in steps) == list(range(1, gen))
     warm = [e for e in trace.events if e.get("warmup") and e["name"] == "decode_step"]
-    assert len(warm) == GEN - 1
+    assert len(warm) == gen - 1
     for run in m.runs:
         assert run.ttft_ms is not None and run.ttft_ms > 0
         assert run.decode_tok_s is not None and run.decode_tok_s > 0
         assert run.decode_ms_p50 is not None and run.decode_ms_p90 is not None
         assert run.decode_ms_p50 <= run.decode_ms_p90
-        assert len(run.decode_ms) == GEN - 1
+        assert len(run.decode_ms) == gen - 1
     assert m.load_ms is not None and m.load_ms > 0
     assert m.memory["peak_rss_kb"] is not None and m.memory["peak_rss_kb"] > m.memory["weights_kb"]
     assert m.memory["peak_pss_kb"] is not None and 0 < m.memory["peak_pss_kb"] <= m.memory["peak_rss_kb"]
@@ -83,7 +84,10 @@ def test_phone_onnx_and_pte_with_python_runner(phone_dev: Device, tiny_onnx: Pat
 
 def test_phone_defaults_to_the_native_runner(phone_dev: Device, native_runner: object, tiny_onnx: Path,
                                              tiny_pte: Path) -> None:
-    result = profile_on(phone_dev, _request(tiny_pte, runner="auto", baseline_s=1.0), workdir=PHONE_WORKDIR,
+    # The native runner takes ~1 ms a token on the tiny model: 120 tokens make each repetition span several of
+    # the sh agent's power samples (20 ms apart), enough for energy per run.
+    result = profile_on(phone_dev, _request(tiny_pte, runner="auto", baseline_s=1.0, gen_len=120),
+                        workdir=PHONE_WORKDIR,
                         python=DEVICE_PYTHON, device_class="phone")
     assert result.runner == "native"
     assert result.trace.header["runner"]["kind"] == "native-executorch"

@@ -6,7 +6,15 @@ import json
 
 import pytest
 
-from edgekit.profile.metrics import CHARGING, NO_SENSOR, compute_metrics, integrate_power_j, percentile, power_points
+from edgekit.profile.metrics import (
+    CHARGING,
+    NO_SENSOR,
+    compute_metrics,
+    counter_energy_j,
+    integrate_power_j,
+    percentile,
+    power_points,
+)
 from edgekit.profile.trace import TraceError, load_trace, parse_lines
 
 MS = 1_000_000
@@ -126,6 +134,19 @@ def test_integral_and_percentile_helpers():
     assert integrate_power_j(samples, 0, 1000 * MS, offset_w=0.5) == pytest.approx(1.5)
     assert integrate_power_j(samples[:1], 0, MS) is None
     assert percentile([1, 2, 3, 4], 50) == 2.5 and percentile([5], 90) == 5
+
+
+def test_energy_counter_is_read_at_the_window_ends():
+    # 2 W (2000 µJ per ms) sampled every 10 ms; a 32-bit-style counter that wraps at 1_000_000 µJ.
+    wrap = 1_000_000
+    samples = [{"ts_ns": i * MS, "energy_uj": (500_000 + 2000 * i) % wrap} for i in range(0, 1001, 10)]
+    # Window ends between samples: the counter is interpolated there, not rounded to the nearest sample.
+    assert counter_energy_j(samples, 103 * MS, 897 * MS, wrap) == pytest.approx(2.0 * 0.794)
+    # Power changes inside the window: 2 W until 500 ms, then 6 W; only the window's part counts.
+    step = [{"ts_ns": i * MS, "energy_uj": 2000 * min(i, 500) + 6000 * max(i - 500, 0)} for i in range(0, 1001, 10)]
+    assert counter_energy_j(step, 450 * MS, 555 * MS, None) == pytest.approx(2.0 * 0.05 + 6.0 * 0.055)
+    assert counter_energy_j(samples, 103 * MS, 897 * MS, None) is None  # wrapped with no known range
+    assert counter_energy_j(samples[:3], 0, 900 * MS, wrap) is None  # the window is not covered
 
 
 @pytest.mark.parametrize(
