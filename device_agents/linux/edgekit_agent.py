@@ -496,6 +496,12 @@ class PteLoop:
             self.version = None
         with contextlib.suppress(Exception):
             torch.set_num_threads(threads)
+        # XNNPACK runs on ExecuTorch's own thread pool (one thread per core by default), not torch's:
+        # size it as asked, as the native runner does, or --threads would not hold for delegated work.
+        with contextlib.suppress(Exception):
+            from executorch.extension.pybindings import portable_lib
+
+            portable_lib._unsafe_reset_threadpool(threads)
         self.method = Runtime.get().load_program(path).load_method("forward")
         self.positions = [torch.tensor([p], dtype=torch.long) for p in range(max_positions)]
         self.one_id = torch.zeros((1, 1), dtype=torch.long)

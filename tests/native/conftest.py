@@ -60,6 +60,36 @@ def tiny_pte_dirs(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) 
     return {name: _export(name, root / name, shared_cache, home) for name in ("pte-fp32", "pte-8da4w")}
 
 
+# A random-initialised Llama wide enough that one decode step takes milliseconds on one thread: timing
+# comparisons need steps long against the scheduler's jitter and the per-step bookkeeping of either side.
+WIDE_CONFIG = {"vocab_size": 512, "hidden_size": 384, "intermediate_size": 1024, "num_hidden_layers": 4,
+               "num_attention_heads": 6, "num_key_value_heads": 2, "max_position_embeddings": 1024,
+               "tie_word_embeddings": True, "bos_token_id": 1, "eos_token_id": 2}
+
+
+@pytest.fixture(scope="session")
+def wide_pte_dir(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
+    """pte-fp32 of the wide model (a local Hugging Face directory as the source, cached by content hash)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from edgekit.export.pipeline import export
+    from edgekit.export.recipes import resolve_recipe
+
+    source = tmp_path_factory.mktemp("wide-llama")
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(**WIDE_CONFIG)).save_pretrained(source, safe_serialization=True)
+    out = tmp_path_factory.mktemp("wide-artifact") / "pte-fp32"
+    recipe = resolve_recipe("pte-fp32").model_copy(update={"max_context": 128})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGEKIT_CACHE", str(shared_cache))
+        mp.setenv("EDGEKIT_HOME", str(tmp_path_factory.mktemp("wide-home")))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        export(str(source), recipe, out)
+    assert (out / "model.pte").is_file(), f"no model.pte in {out}"
+    return out
+
+
 @pytest.fixture(scope="session")
 def bad_signature_pte(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A valid XNNPACK .pte whose forward is Linear(8 -> 4) on float32[1, 8]: no ids, no KV cache."""

@@ -1,17 +1,22 @@
-"""Same host, same .pte, same workload: the native runner's decode rate agrees with a direct
-executorch.runtime timing loop within 5%.
+"""Same host, same .pte, same workload: the native runner's decode rate, the Python agent's, and a direct
+executorch.runtime timing loop agree within 5%.
 
-Both run the same shared ExecuTorch libraries with a one-thread pool. The Python side times only the
+All three run the same shared ExecuTorch libraries with a one-thread pool, on a random-initialised model
+wide enough that a decode step takes milliseconds (on the 2-layer tiny model a step is ~1 ms and this
+host's jitter alone moved the ratio by ±20%). The Python side times only the
 runtime's ``execute``: the greedy tokens are computed once and replayed, inputs are set outside the
 clock and outputs are not fetched, so neither the interpreter nor torch work between the calls is what
 is measured (torch keeps one thread so that no idle OpenMP worker spins beside the runtime). The
 native side's step is the time between consecutive tokens in its trace, so it carries its own input
 setting and argmax: if anything it is the slower of the two.
 
-The two are interleaved round by round so that load from other processes hits both alike. Decode
-tok/s is compared as 1 / median step time: on a shared machine a preempted step lands in one
-repetition's (G-1)/(t_last - t_first) and swings it by tens of percent, while the median step is the
-same quantity without the preemption. The per-repetition rates are reported beside it.
+The three are interleaved round by round so that load from other processes hits them alike. Decode
+tok/s is compared as 1 / (20th-percentile step time), pooled over all rounds: on a shared machine a
+preempted step lands in one repetition's (G-1)/(t_last - t_first) and swings it by tens of percent, and
+with other processes on both cores even the median step is a preempted one (measured: 13.5 ms
+undisturbed, 26-48 ms median at load average 8 on 2 cpus). The low percentile is the undisturbed step,
+which still carries any per-step work a side adds (a Python loop, a copy, another thread count). The
+medians are reported beside it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from __future__ import annotations
 import itertools
 import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,14 +34,8 @@ import pytest
 
 from tests.native.conftest import NativeRunner, manifest_of, parse_jsonl, prompt_ids
 
-PROMPT_LEN, GEN_LEN, ROUNDS, RUNS_PER_ROUND = 16, 51, 15, 4
-# The issue asks for 5%; this host does not show it. On the tiny model a decode step takes about 1 ms,
-# and the median-step ratio native / executorch.runtime has been measured at 1.047, 1.054, 1.111 (busy
-# shared host) and 0.815 (quiet host) in separate runs: the sign flips, so it is not a constant
-# overhead of either side but this VM's jitter at millisecond steps. 25% still fails a runner that
-# measures something else (a Python loop around each step, another thread count, another program).
-# Closing the gap to 5% needs a model with longer steps and a quieter machine; see the issue notes.
-TOLERANCE = 0.25
+PROMPT_LEN, GEN_LEN, ROUNDS, RUNS_PER_ROUND = 16, 41, 8, 3
+TOLERANCE = 0.05
 
 
 def native_steps_ns(runner: NativeRunner, pte: Path) -> tuple[list[int], list[float]]:
@@ -108,35 +109,48 @@ def one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def agent_steps_ns(pte_dir: Path, out: Path) -> list[int]:
+    """Decode step durations from the Python agent's trace (its own process, samplers off)."""
+    from edgekit.profile.agent import agent_source
+    from edgekit.profile.trace import load_trace
+
+    proc = subprocess.run([sys.executable, str(agent_source()), "--artifact", str(pte_dir), "--out", str(out),
+                           "--prompt-len", str(PROMPT_LEN), "--gen-len", str(GEN_LEN), "--warmup", "1",
+                           "--runs", str(RUNS_PER_ROUND), "--threads", "1", "--baseline-s", "0", "--no-sampler"],
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    events = [e for e in load_trace(out / "trace.jsonl").events if e["warmup"] is False and e["run"] >= 0]
+    steps: list[int] = []
+    for run in range(RUNS_PER_ROUND):
+        stamps = [e["ts_ns"] for e in events if e["run"] == run and e["name"] in ("prefill_end", "decode_step")]
+        assert len(stamps) == GEN_LEN
+        steps += [b - a for a, b in itertools.pairwise(stamps)]
+    return steps
+
+
 @pytest.mark.usefixtures("one_torch_thread")
-def test_native_and_python_decode_rates_agree(native_runner: NativeRunner,
-                                              tiny_pte_dirs: dict[str, Path]) -> None:
-    artifact = tiny_pte_dirs["pte-fp32"]
-    pte = artifact / "model.pte"
-    loop = PythonLoop(pte, manifest_of(artifact)["model"]["vocab_size"])
+def test_native_agent_and_runtime_decode_rates_agree(native_runner: NativeRunner, wide_pte_dir: Path,
+                                                     tmp_path: Path) -> None:
+    pte = wide_pte_dir / "model.pte"
+    loop = PythonLoop(pte, manifest_of(wide_pte_dir)["model"]["vocab_size"])
     tokens = loop.greedy()  # also the warm-up, as the runner's --warmup 1
-    native: list[int] = []
-    python: list[int] = []
+    steps: dict[str, list[int]] = {"native": [], "agent": [], "runtime": []}
     native_rates: list[float] = []
-    python_rates: list[float] = []
-    for _ in range(ROUNDS):
-        steps, rates = native_steps_ns(native_runner, pte)
-        native += steps
+    for round_ in range(ROUNDS):  # interleaved, so that load from other processes hits all three alike
+        native, rates = native_steps_ns(native_runner, pte)
+        steps["native"] += native
         native_rates += rates
+        steps["agent"] += agent_steps_ns(wide_pte_dir, tmp_path / f"agent-{round_}")
         for _ in range(RUNS_PER_ROUND):
-            steps = loop.steps_ns(tokens)
-            python += steps
-            python_rates.append(len(steps) / (sum(steps) / 1e9))
-    native_tok_s = 1e9 / statistics.median(native)
-    python_tok_s = 1e9 / statistics.median(python)
-    ratio = native_tok_s / python_tok_s
-
-    def spread(rates: list[float]) -> str:
-        return f"median {statistics.median(rates):.0f} (cv {statistics.stdev(rates) / statistics.mean(rates):.0%})"
-
-    figures = (f"decode tok/s from the median step: native {native_tok_s:.1f}, executorch.runtime "
-               f"{python_tok_s:.1f}, ratio {ratio:.3f}; per-repetition rates: native {spread(native_rates)}, "
-               f"executorch.runtime {spread(python_rates)}; load average {os.getloadavg()[0]:.1f} on "
-               f"{os.cpu_count()} cpus")
+            steps["runtime"] += loop.steps_ns(tokens)
+    tok_s = {name: 1e9 / statistics.quantiles(values, n=5)[0] for name, values in steps.items()}
+    median = {name: 1e9 / statistics.median(values) for name, values in steps.items()}
+    cv = statistics.stdev(native_rates) / statistics.mean(native_rates)
+    figures = (f"decode tok/s from the 20th-percentile step: native {tok_s['native']:.1f}, python agent "
+               f"{tok_s['agent']:.1f}, executorch.runtime {tok_s['runtime']:.1f}; from the median step: "
+               f"{median['native']:.1f}, {median['agent']:.1f}, {median['runtime']:.1f}; native per-repetition "
+               f"cv {cv:.1%}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")
     print(figures)
-    assert abs(ratio - 1) <= TOLERANCE, f"decode rates differ by more than {TOLERANCE:.0%}: {figures}"
+    for a, b in (("native", "agent"), ("native", "runtime"), ("agent", "runtime")):
+        ratio = tok_s[a] / tok_s[b]
+        assert abs(ratio - 1) <= TOLERANCE, f"{a} / {b} = {ratio:.3f}, more than {TOLERANCE:.0%} apart: {figures}"

@@ -3,6 +3,7 @@ peak RSS for the same workload run directly, and the host's wall clock around th
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -97,10 +98,14 @@ def test_board_energy_rss_and_wall_clock(board_dev: Device, shared_board: BoardH
     print(f"peak RSS: sampled {peak_kb} kB, footer VmHWM {result.metrics.self_hwm_kb} kB, /usr/bin/time {direct_kb} kB")
     assert peak_kb == pytest.approx(direct_kb, rel=RSS_TOLERANCE)
 
-    # Repeated runs on the idle device: the spread is reported (its size depends on the host's load).
+    # Repeated runs on the idle device: the spread is reported, and held under 5% when the host is quiet
+    # (the emulated device shares the host's cores; another process's load lands in its runs).
     cv = result.metrics.cv("decode_tok_s")
-    print(f"decode tok/s CV over {len(result.metrics.runs)} runs: {cv}")
+    load = os.getloadavg()[0]
+    print(f"decode tok/s CV over {len(result.metrics.runs)} runs: {cv} (host load average {load:.1f})")
     assert cv is not None and cv >= 0
+    if load < (os.cpu_count() or 1):
+        assert cv < 0.05, f"decode tok/s CV {cv:.1%} on a quiet host"
 
 
 def test_phone_battery_energy(phone: Phone, phone_dev: Device, tiny_onnx: Path) -> None:
