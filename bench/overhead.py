@@ -6,9 +6,13 @@ off (``--no-sampler``), and compares decode ms/token (median of the per-run medi
 1000 / decode tok/s) as ``metrics.py`` computes them from the traces. Alternating pairs keep slow drift
 of a shared machine out of the comparison. Target: overhead below 1 %.
 
+The runner gets one thread by default, leaving the sampler a core as a phone or board does (the runner's
+threads fewer than the cores): with the runner on every core of this 2-core host, each sample preempts
+it and the overhead measures the scheduler, not the sampler.
+
 Writes ``bench/results/overhead.json`` and ``bench/results/overhead.md``.
 
-Run: ``.venv/bin/python bench/overhead.py [--model smollm2-135m] [--recipe onnx-fp32] [--pairs 3]``.
+Run: ``.venv/bin/python bench/overhead.py [--model smollm2-135m] [--recipe onnx-fp32] [--threads 1] [--pairs 4]``.
 """
 
 from __future__ import annotations
@@ -87,9 +91,9 @@ def main() -> None:
     parser.add_argument("--prompt-len", type=int, default=50)
     parser.add_argument("--gen-len", type=int, default=50)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sample-ms", type=int, default=10)
-    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=4)
     args = parser.parse_args()
 
     from edgekit.export.pipeline import export

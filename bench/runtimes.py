@@ -152,6 +152,7 @@ def main() -> None:
 
     rows: dict[str, dict[str, Any]] = {}
     vocab_size = None
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-runtimes-") as tmp:
         for recipe in args.recipes.split(","):
             exported = export("smollm2-135m", resolve_recipe(recipe), Path(tmp) / recipe)
@@ -171,7 +172,8 @@ def main() -> None:
         row["decode_ratio"] = row["decode_tok_s"] / base["decode_tok_s"]
     report = {"model": "smollm2-135m", "threads": args.threads, "prompt_len": args.prompt_len,
               "gen_len": args.gen_len, "runs": args.runs, "rows": rows,
-              "host": {"cpus": os.cpu_count(), "platform": platform.platform()},
+              "host": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                       "load_average_before": load_before, "load_average_after": os.getloadavg()[0]},
               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     RESULTS_DIR.mkdir(exist_ok=True)
     (RESULTS_DIR / "runtimes.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -183,7 +185,8 @@ def main() -> None:
         label = f"{name} ({row['gguf']})" if name == "llama.cpp" else name
         lines.append(f"| {label} | {row['runtime']} | {row['artifact_mb']:.1f} | {row['prefill_tok_s']:.1f} | "
                      f"{row['decode_tok_s']:.1f} | {row['prefill_ratio']:.2f} | {row['decode_ratio']:.2f} |")
-    lines += ["", f"llama-cpp-python {base['version']}. Host: {os.cpu_count()} CPUs, {platform.platform()}. "
+    lines += ["", f"llama-cpp-python {base['version']}. Host: {os.cpu_count()} CPUs, {platform.platform()}, "
+              f"load average {load_before:.1f} before and {report['host']['load_average_after']:.1f} after. "
               "edgekit rows: the Linux agent with its sampler off, metrics from its trace; 'native' rows: "
               "android_harness's runner built for this host."]
     (RESULTS_DIR / "runtimes.md").write_text("\n".join(lines) + "\n")

@@ -33,12 +33,14 @@ def _register_topics() -> None:
     from edgekit.cli import devices as devices_cli
     from edgekit.cli import emulator as emulator_cli
     from edgekit.cli import export as export_cli
+    from edgekit.cli import farm as farm_cli
     from edgekit.cli import profile as profile_cli
     from edgekit.cli import push as push_cli
     from edgekit.cli import results as results_cli
     from edgekit.cli import study as study_cli
 
-    for module in (export_cli, devices_cli, push_cli, emulator_cli, profile_cli, results_cli, study_cli):
+    for module in (export_cli, devices_cli, push_cli, emulator_cli, profile_cli, results_cli, study_cli,
+                   farm_cli):
         module.register(app)
 
 

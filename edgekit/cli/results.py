@@ -4,6 +4,7 @@ command line. Parsing and printing only; the work lives in ``edgekit.store`` and
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -61,18 +62,30 @@ def report_cmd(
     out: Path | None = typer.Option(None, "--out", "-o", help="write to this file instead of stdout"),
 ) -> None:
     """Per device x artifact x workload: median, p90, CV and 95% CI of TTFT, tok/s, memory and energy."""
-    from edgekit.report import FORMATS
     from edgekit.report.cells import report_cells
-    from edgekit.report.render import render_text, to_table
     from edgekit.store import Store
     from edgekit.store.queries import Filters
+
+    check_report_format(fmt, out)
+    with Store() as store:
+        cells = report_cells(store, Filters(devices=device, models=model, recipes=recipe))
+    emit_report(cells, fmt, out)
+
+
+def check_report_format(fmt: str, out: Path | None) -> None:
+    """Refuse a bad ``--format``/``--out`` pair before anything is read."""
+    from edgekit.report import FORMATS
 
     if fmt not in FORMATS:
         raise StoreError(f"unknown format '{fmt}'; known: {', '.join(FORMATS)}")
     if fmt == "html" and out is None:
         raise StoreError("--format html needs --out FILE (the report is one self-contained HTML file)")
-    with Store() as store:
-        cells = report_cells(store, Filters(devices=device, models=model, recipes=recipe))
+
+
+def emit_report(cells: list[Any], fmt: str, out: Path | None) -> None:
+    """Report cells as a rich table on a terminal, else as ``fmt`` text to stdout or (atomically) ``out``."""
+    from edgekit.report.render import render_text, to_table
+
     if fmt == "table" and out is None and console.is_terminal:
         console.print(to_table(cells))
         return

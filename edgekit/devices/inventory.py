@@ -33,10 +33,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from edgekit import paths
+from edgekit._config_files import display_path, load_mapping, validate
 from edgekit.devices.base import Device
 from edgekit.errors import ConfigError, UnknownName
 
@@ -116,70 +116,16 @@ class _InventoryFile(_Strict):
     devices: list[dict[str, Any]] = Field(default_factory=list)
 
 
-def _allowed_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
-    """The keys the (sub)model at ``loc`` accepts, for 'unknown key' messages."""
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part))
-        annotation = getattr(field, "annotation", None)
-        candidates = [annotation, *getattr(annotation, "__args__", ())]
-        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
-        if not nested:
-            break
-        model = nested[0]
-    return [str(f.validation_alias or f.alias or key) for key, f in model.model_fields.items()]
-
-
-def _describe(error: Any, model: type[BaseModel]) -> str:
-    loc = tuple(error["loc"])
-    key = ".".join(str(p) for p in loc) or "entry"
-    kind = error["type"]
-    got = error.get("input")
-    if kind == "literal_error":
-        expected = error.get("ctx", {}).get("expected", "")
-        allowed = ", ".join(p.strip("' ") for p in expected.replace(" or ", ", ").split(","))
-        return f"{key} must be one of {allowed}, got {got!r}"
-    if kind == "extra_forbidden":
-        return f"unknown key '{key}'; allowed: {', '.join(_allowed_keys(model, loc))}"
-    if kind == "missing":
-        return f"missing key '{key}'"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if not loc:
-        return message
-    return f"{key}: {message}, got {got!r}"
-
-
-def _where(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
 def load_file(path: str | Path) -> list[DeviceEntry]:
     """Parse and validate one inventory file; every problem is a ``ConfigError`` naming the key."""
     path = Path(path).expanduser()
-    where = _where(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read inventory: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: not valid YAML: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping with a 'devices' list, got {type(raw).__name__}")
-    try:
-        top = _InventoryFile.model_validate(raw)
-    except ValidationError as exc:
-        details = "; ".join(_describe(e, _InventoryFile) for e in exc.errors())
-        raise ConfigError(f"{where}: {details}") from exc
+    where = display_path(path)
+    raw = load_mapping(path, what="inventory", expected="a mapping with a 'devices' list", empty_ok=True)
+    top = validate(_InventoryFile, raw, where)
     entries: list[DeviceEntry] = []
     for index, item in enumerate(top.devices):
         label = f"device '{item['name']}'" if isinstance(item.get("name"), str) else f"device #{index + 1}"
-        try:
-            entry = DeviceEntry.model_validate(item)
-        except ValidationError as exc:
-            details = "; ".join(_describe(e, DeviceEntry) for e in exc.errors())
-            raise ConfigError(f"{where}: {label}: {details}") from exc
+        entry = validate(DeviceEntry, item, f"{where}: {label}")
         if any(e.name == entry.name for e in entries):
             raise ConfigError(f"{where}: {label}: name is used by more than one device")
         entries.append(entry)

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +47,11 @@ class IngestResult:
     artifact_sha256: str
     run_ids: list[str] = field(default_factory=list)
     runs_failed: int = 0
+
+
+# Called inside the ingest transaction with (connection, trace id, run ids): rows that must be stored
+# together with the trace or not at all (a farm cell).
+AlsoWrite = Callable[[duckdb.DuckDBPyConnection, str, list[str]], None]
 
 
 def run_id_for(trace_id: str, run: int) -> str:
@@ -270,11 +276,15 @@ def ingest_trace(
     manifest: ManifestSource | dict[str, Any] | Path | str | None = None,
     *,
     store: Store | None = None,
+    also: AlsoWrite | None = None,
 ) -> IngestResult:
-    """Store one trace (see the module docstring); returns what was stored or that it already was."""
+    """Store one trace (see the module docstring); returns what was stored or that it already was.
+
+    ``also`` writes rows that belong with the trace in the same transaction (for a trace already
+    stored, in a transaction of its own, so it is idempotent too)."""
     if store is None:
         with Store() as own:
-            return ingest_trace(trace_path, manifest, store=own)
+            return ingest_trace(trace_path, manifest, store=own, also=also)
     path = Path(trace_path)
     data = _read_bytes(path)
     trace_id = hashlib.sha256(data).hexdigest()
@@ -283,6 +293,8 @@ def ingest_trace(
     if stored is not None:
         query = "SELECT run_id FROM runs WHERE trace_id = ? ORDER BY run"
         ids = [r[0] for r in con.execute(query, [trace_id]).fetchall()]
+        if also is not None:
+            _also_alone(con, also, trace_id, ids)
         return IngestResult(trace_id, path, False, stored[1], stored[0], ids)
     trace = _parse(path, data)
     device_id = trace.header["device"].get("name") or "unknown"
@@ -305,6 +317,8 @@ def ingest_trace(
         if samples_path is not None:
             write_samples(samples_path, trace_id, trace.samples)
         _insert(con, "runs", runs)
+        if also is not None:
+            also(con, trace_id, [r["run_id"] for r in runs])
         con.execute("COMMIT")
     except BaseException as exc:
         with contextlib.suppress(duckdb.Error):  # a failed COMMIT has already ended the transaction
@@ -317,6 +331,17 @@ def ingest_trace(
     store.mark_samples_changed()
     failed = sum(1 for r in metrics.runs if not r.ok)
     return IngestResult(trace_id, path, True, device_id, sha, [r["run_id"] for r in runs], failed)
+
+
+def _also_alone(con: duckdb.DuckDBPyConnection, also: AlsoWrite, trace_id: str, run_ids: list[str]) -> None:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        also(con, trace_id, run_ids)
+        con.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        raise
 
 
 def _first_line(exc: BaseException) -> str:

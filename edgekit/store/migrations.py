@@ -89,8 +89,30 @@ def m001_initial(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE INDEX runs_cell ON runs (device_id, artifact_sha256, prompt_len, gen_len)")
 
 
+def m002_farm_cells(con: duckdb.DuckDBPyConnection) -> None:
+    """One row per cell of a farm: written in the transaction that ingests the cell's trace (ok) or
+    alone when the cell ended failed, so a cell is there once and never half."""
+    con.execute(
+        """
+        CREATE TABLE farm_cells (
+            farm VARCHAR NOT NULL,
+            cell_key VARCHAR NOT NULL,       -- content key of (model, recipe, device, workload)
+            model VARCHAR NOT NULL, recipe VARCHAR NOT NULL, device VARCHAR NOT NULL, workload VARCHAR NOT NULL,
+            status VARCHAR NOT NULL CHECK (status IN ('ok', 'failed')),
+            reason VARCHAR,
+            attempts INTEGER NOT NULL,
+            artifact_sha256 VARCHAR,
+            trace_id VARCHAR,
+            run_ids VARCHAR[],
+            finished_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (farm, cell_key)
+        )"""
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("m001_initial", m001_initial),
+    ("m002_farm_cells", m002_farm_cells),
 ]
 
 

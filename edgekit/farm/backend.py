@@ -1,0 +1,70 @@
+"""The seam between the farm scheduler and where jobs run: one ``Job`` in, one ``JobOutcome`` out.
+
+The scheduler (``scheduler.py``) decides *what* runs and *when* (matrix, retries, quarantine, resume);
+a ``Backend`` decides *where*: the local backend runs a job in a thread on this host, the Ray backend
+(``ray_backend.py``) runs it in a Ray task on the node that has the device attached. Both end in
+``job.run_job_here`` on the device's host, and both hand the driver a trace directory on the driver's
+disk, so the driver alone writes the store.
+
+This module holds data and the protocol only; it must not import Ray or touch a device.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from edgekit.devices.inventory import DeviceEntry
+
+OutcomeStatus = Literal["ok", "transient", "permanent"]
+DEVICE_RESOURCE_PREFIX = "edgekit_device_"
+
+
+def device_resource(name: str) -> str:
+    """The Ray custom resource a node advertises for a device it has attached (amount 1)."""
+    return f"{DEVICE_RESOURCE_PREFIX}{name}"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One attempt at one cell of the matrix, everything the device's host needs to run it."""
+
+    farm: str  # farm name from farm.yaml
+    cell_key: str  # stable content key of (model, recipe, device, workload name, workload dict)
+    model: str
+    recipe: str
+    device: str  # inventory device name
+    workload: str  # workload name
+    request: dict[str, Any]  # ProfileRequest fields except artifact_dir (prompt_len, gen_len, runs, ...)
+    artifact_dir: Path  # the exported artifact on the DRIVER host
+    artifact_sha: str  # its content address (manifest sha)
+    attempt: int  # 1-based
+
+
+@dataclass
+class JobOutcome:
+    """What came of one attempt; transient ones may be retried, permanent ones never are."""
+
+    status: OutcomeStatus
+    reason: str | None  # one line; None when ok
+    trace_dir: Path | None  # on the driver host: the pulled trace dir, ready for edgekit.store ingest
+    seconds: float  # wall time of the job on the device host
+
+
+class Backend(Protocol):
+    """Where jobs run. ``submit`` never blocks on the job; device failures come back as outcomes."""
+
+    def devices(self) -> list[DeviceEntry]:
+        """Every device this backend can run jobs on."""
+        ...
+
+    def submit(self, job: Job) -> concurrent.futures.Future[JobOutcome]:
+        """Start ``job`` on its device (at most one at a time per device is the caller's rule too)."""
+        ...
+
+    def close(self) -> None:
+        """Release workers / the cluster connection; running jobs are let finish or abandoned."""
+        ...
