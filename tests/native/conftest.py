@@ -62,8 +62,8 @@ def tiny_pte_dirs(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) 
 
 # A random-initialised Llama wide enough that one decode step takes milliseconds on one thread: timing
 # comparisons need steps long against the scheduler's jitter and the per-step bookkeeping of either side.
-WIDE_CONFIG = {"vocab_size": 512, "hidden_size": 384, "intermediate_size": 1024, "num_hidden_layers": 4,
-               "num_attention_heads": 6, "num_key_value_heads": 2, "max_position_embeddings": 1024,
+WIDE_CONFIG = {"vocab_size": 512, "hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 6,
+               "num_attention_heads": 8, "num_key_value_heads": 4, "max_position_embeddings": 1024,
                "tie_word_embeddings": True, "bos_token_id": 1, "eos_token_id": 2}
 
 

@@ -1,14 +1,14 @@
 """Same host, same .pte, same workload: the native runner's decode rate, the Python agent's, and a direct
 executorch.runtime timing loop agree within 5%.
 
-All three run the same shared ExecuTorch libraries with a one-thread pool, on a random-initialised model
-wide enough that a decode step takes milliseconds (on the 2-layer tiny model a step is ~1 ms and this
-host's jitter alone moved the ratio by ±20%). The Python side times only the
-runtime's ``execute``: the greedy tokens are computed once and replayed, inputs are set outside the
-clock and outputs are not fetched, so neither the interpreter nor torch work between the calls is what
-is measured (torch keeps one thread so that no idle OpenMP worker spins beside the runtime). The
-native side's step is the time between consecutive tokens in its trace, so it carries its own input
-setting and argmax: if anything it is the slower of the two.
+All three run the same shared ExecuTorch libraries with a one-thread pool, each in its own process, on a
+random-initialised model wide enough that a decode step takes milliseconds (on the 2-layer tiny model a
+step is ~1 ms and this host's jitter alone moved the ratio by ±20%; with the direct loop inside the
+test process, a larger process than the other two, it ran 7% slower than the runner at 2 ms steps).
+The direct loop (``runtime_loop.py``) times only the runtime's ``execute``: the greedy tokens are
+computed once and replayed, inputs are set outside the clock and outputs are not fetched. The native
+runner's and the agent's steps are the time between consecutive tokens in their traces, so they carry
+their own input setting and argmax: if anything they are the slower ones.
 
 The three are interleaved round by round so that load from other processes hits them alike. Decode
 tok/s is compared as 1 / (20th-percentile step time), pooled over all rounds: on a shared machine a
@@ -22,17 +22,14 @@ medians are reported beside it.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.native.conftest import NativeRunner, manifest_of, parse_jsonl, prompt_ids
+from tests.native.conftest import NativeRunner, manifest_of, parse_jsonl
 
 PROMPT_LEN, GEN_LEN, ROUNDS, RUNS_PER_ROUND = 16, 41, 8, 3
 TOLERANCE = 0.05
@@ -54,59 +51,15 @@ def native_steps_ns(runner: NativeRunner, pte: Path) -> tuple[list[int], list[fl
     return steps, rates
 
 
-class PythonLoop:
-    """executorch.runtime on the same program; only the runtime's execute is timed."""
-
-    def __init__(self, pte: Path, vocab: int) -> None:
-        import torch
-        from executorch.extension.pybindings import portable_lib
-        from executorch.runtime import Runtime
-
-        portable_lib._unsafe_reset_threadpool(1)
-        self.torch = torch
-        # the bindings' method: set_inputs / execute / get_outputs separately
-        self.method = Runtime.get().load_program(str(pte)).load_method("forward")._method
-        self.prefill = [torch.tensor([prompt_ids(PROMPT_LEN, vocab)]), torch.arange(PROMPT_LEN)]
-
-    def greedy(self) -> list[int]:
-        """The greedy tokens, computed once: timed runs replay them instead of running argmax."""
-        (logits,) = self.method(self.prefill)
-        tokens = [int(logits[0, -1].argmax())]
-        for k in range(1, GEN_LEN):
-            ids = self.torch.tensor([[tokens[-1]]])
-            (logits,) = self.method([ids, self.torch.tensor([PROMPT_LEN + k - 1])])
-            tokens.append(int(logits[0, -1].argmax()))
-        return tokens
-
-    def steps_ns(self, tokens: list[int]) -> list[int]:
-        """One repetition; between two execute calls only two integers are written (through numpy
-        views of the input tensors) so that no torch work disturbs the runtime's caches."""
-        self.method(self.prefill)
-        ids = self.torch.zeros((1, 1), dtype=self.torch.long)
-        position = self.torch.zeros(1, dtype=self.torch.long)
-        ids_np, position_np = ids.numpy(), position.numpy()
-        inputs = [ids, position]
-        steps = []
-        for k in range(1, GEN_LEN):
-            ids_np[0, 0] = tokens[k - 1]
-            position_np[0] = PROMPT_LEN + k - 1
-            self.method.set_inputs(inputs)
-            start = time.perf_counter_ns()
-            self.method.execute()
-            steps.append(time.perf_counter_ns() - start)
-        return steps
-
-
-@pytest.fixture
-def one_torch_thread() -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def runtime_steps_ns(pte: Path, vocab: int) -> list[int]:
+    """Decode step durations of a direct executorch.runtime loop in its own process, like the other two."""
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("runtime_loop.py")), str(pte), str(vocab),
+                           str(PROMPT_LEN), str(GEN_LEN), str(RUNS_PER_ROUND)],
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    steps: list[int] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(steps) == RUNS_PER_ROUND * (GEN_LEN - 1)
+    return steps
 
 
 def agent_steps_ns(pte_dir: Path, out: Path) -> list[int]:
@@ -128,12 +81,10 @@ def agent_steps_ns(pte_dir: Path, out: Path) -> list[int]:
     return steps
 
 
-@pytest.mark.usefixtures("one_torch_thread")
 def test_native_agent_and_runtime_decode_rates_agree(native_runner: NativeRunner, wide_pte_dir: Path,
                                                      tmp_path: Path) -> None:
     pte = wide_pte_dir / "model.pte"
-    loop = PythonLoop(pte, manifest_of(wide_pte_dir)["model"]["vocab_size"])
-    tokens = loop.greedy()  # also the warm-up, as the runner's --warmup 1
+    vocab = manifest_of(wide_pte_dir)["model"]["vocab_size"]
     steps: dict[str, list[int]] = {"native": [], "agent": [], "runtime": []}
     native_rates: list[float] = []
     for round_ in range(ROUNDS):  # interleaved, so that load from other processes hits all three alike
@@ -141,8 +92,7 @@ def test_native_agent_and_runtime_decode_rates_agree(native_runner: NativeRunner
         steps["native"] += native
         native_rates += rates
         steps["agent"] += agent_steps_ns(wide_pte_dir, tmp_path / f"agent-{round_}")
-        for _ in range(RUNS_PER_ROUND):
-            steps["runtime"] += loop.steps_ns(tokens)
+        steps["runtime"] += runtime_steps_ns(pte, vocab)
     tok_s = {name: 1e9 / statistics.quantiles(values, n=5)[0] for name, values in steps.items()}
     median = {name: 1e9 / statistics.median(values) for name, values in steps.items()}
     cv = statistics.stdev(native_rates) / statistics.mean(native_rates)

@@ -1,0 +1,51 @@
+"""A direct executorch.runtime timing loop, run as its own process by test_agreement.py.
+
+``python runtime_loop.py PTE VOCAB PROMPT_LEN GEN_LEN RUNS`` prints one JSON list: the duration (ns) of
+every decode step's ``execute`` over RUNS repetitions, after one untimed greedy pass that also finds the
+tokens to replay. Between two execute calls only two integers are written (through numpy views of the
+input tensors), so no torch work disturbs the runtime's caches and nothing but the runtime is timed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+
+def main(pte: str, vocab: int, prompt_len: int, gen_len: int, runs: int) -> list[int]:
+    import torch
+    from executorch.extension.pybindings import portable_lib
+    from executorch.runtime import Runtime
+
+    torch.set_num_threads(1)  # no idle OpenMP worker spinning beside the runtime
+    portable_lib._unsafe_reset_threadpool(1)
+    method = Runtime.get().load_program(pte).load_method("forward")._method  # set_inputs / execute apart
+    ids = [(i * 7919 + 13) % vocab for i in range(prompt_len)]  # the runner's and the agents' rule
+    prefill = [torch.tensor([ids]), torch.arange(prompt_len)]
+
+    (logits,) = method(prefill)  # the greedy tokens, once (also the warm-up)
+    tokens = [int(logits[0, -1].argmax())]
+    for k in range(1, gen_len):
+        (logits,) = method([torch.tensor([[tokens[-1]]]), torch.tensor([prompt_len + k - 1])])
+        tokens.append(int(logits[0, -1].argmax()))
+
+    one = torch.zeros((1, 1), dtype=torch.long)
+    position = torch.zeros(1, dtype=torch.long)
+    one_np, position_np = one.numpy(), position.numpy()
+    steps: list[int] = []
+    for _ in range(runs):
+        method(prefill)
+        for k in range(1, gen_len):
+            one_np[0, 0] = tokens[k - 1]
+            position_np[0] = prompt_len + k - 1
+            method.set_inputs([one, position])
+            start = time.perf_counter_ns()
+            method.execute()
+            steps.append(time.perf_counter_ns() - start)
+    return steps
+
+
+if __name__ == "__main__":
+    pte, vocab, prompt_len, gen_len, runs = sys.argv[1], *map(int, sys.argv[2:6])
+    print(json.dumps(main(pte, vocab, prompt_len, gen_len, runs)))
