@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -161,3 +162,20 @@ def store_rows(sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...
 
     with Store() as store:
         return store.con.execute(sql, params or []).fetchall()
+
+
+def read_until(proc: subprocess.Popen[str], pattern: str, *, timeout_s: float, count: int = 1) -> list[str]:
+    """Read a farm's output until ``count`` lines match ``pattern`` (the last line read is the last match);
+    every line read is returned. Fails when the deadline passes or the farm exits first."""
+    assert proc.stdout is not None
+    seen: list[str] = []
+    matched = 0
+    deadline = time.monotonic() + timeout_s
+    while matched < count:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise AssertionError(f"no {count} line(s) matching {pattern!r} in time; output so far:\n" + "".join(seen))
+        line = proc.stdout.readline()
+        if line:
+            seen.append(line)
+            matched += bool(re.search(pattern, line))
+    return seen

@@ -6,26 +6,12 @@ its parity gate, a workload the device cannot run) recorded with their reason an
 from __future__ import annotations
 
 import re
-import subprocess
-import time
 from pathlib import Path
 
 import yaml
 
 from edgekit.export.recipes import recipes_dir
-from tests.farm.conftest import Rig, edgekit_popen, store_rows, tiny_workload, write_farm
-
-
-def _read_until(proc: subprocess.Popen[str], pattern: str, seen: list[str], timeout_s: float) -> str:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and proc.poll() is None:
-        line = proc.stdout.readline()
-        if line:
-            seen.append(line)
-            if re.search(pattern, line):
-                return line
-    raise AssertionError(f"no line matching {pattern!r} in time; output so far:\n" + "".join(seen))
+from tests.farm.conftest import Rig, edgekit_popen, read_until, store_rows, tiny_workload, write_farm
 
 
 def test_a_device_killed_mid_farm_retries_when_it_returns_and_the_others_finish(rig: Rig, tmp_path: Path) -> None:
@@ -35,9 +21,10 @@ def test_a_device_killed_mid_farm_retries_when_it_returns_and_the_others_finish(
     proc = edgekit_popen("farm", "run", str(farm), "--inventory", str(rig.inventory), cwd=tmp_path)
     seen: list[str] = []
     try:
-        _read_until(proc, r"^\[phone-2\] .*: ok in ", seen, timeout_s=300)
+        seen += read_until(proc, r"^\[phone-2\] .*: ok in ", timeout_s=300)
         rig.kill("phone-2")
-        failed = _read_until(proc, r"^\[phone-2\] .*attempt \d+ failed .*retrying", seen, timeout_s=180)
+        seen += read_until(proc, r"^\[phone-2\] .*attempt \d+ failed .*retrying", timeout_s=180)
+        failed = seen[-1]
         rig.restart("phone-2")
         rest, _ = proc.communicate(timeout=300)
     finally:

@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.farm.conftest import Rig, edgekit_cli, edgekit_popen, store_rows, tiny_workload, write_farm
+from tests.farm.conftest import (
+    Rig,
+    edgekit_cli,
+    edgekit_popen,
+    read_until,
+    store_rows,
+    tiny_workload,
+    write_farm,
+)
 
 
 def test_the_done_when_farm_runs_from_one_command_and_resumes_to_nothing(rig: Rig, tmp_path: Path) -> None:
@@ -64,26 +72,12 @@ def test_the_done_when_farm_runs_from_one_command_and_resumes_to_nothing(rig: Ri
     assert store_rows("SELECT count(*) FROM traces")[0][0] == 16
 
 
-def _wait_for_lines(proc: subprocess.Popen[str], pattern: str, count: int, timeout_s: float) -> list[str]:
-    """Read the farm's output until ``count`` lines match ``pattern``; every line read is returned."""
-    assert proc.stdout is not None
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    while sum(1 for line in seen if re.search(pattern, line)) < count:
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise AssertionError(f"no {count} lines matching {pattern!r} in time; output so far:\n" + "".join(seen))
-        line = proc.stdout.readline()
-        if line:
-            seen.append(line)
-    return seen
-
-
 def test_sigint_stops_cleanly_and_the_next_run_does_only_the_missing_cells(rig: Rig, tmp_path: Path) -> None:
     workloads = {f"p{n}": tiny_workload(prompt_len=n) for n in (8, 9, 10)}
     farm = write_farm(tmp_path / "farm.yaml", name="resume", devices=["phone-1", "board-1"], workloads=workloads)
     proc = edgekit_popen("farm", "run", str(farm), "--inventory", str(rig.inventory), cwd=tmp_path)
     try:
-        before = _wait_for_lines(proc, r": ok in ", 1, timeout_s=300)
+        before = read_until(proc, r": ok in ", timeout_s=300)
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=120)
     finally:
@@ -122,7 +116,7 @@ def test_sigint_with_no_grace_abandons_running_jobs_at_once_and_stores_no_half_c
     proc = edgekit_popen("farm", "run", str(farm), "--inventory", str(rig.inventory), "--grace-s", "0",
                          cwd=tmp_path)
     try:
-        before = _wait_for_lines(proc, r"/p9: attempt 1 started", 1, timeout_s=300)
+        before = read_until(proc, r"/p9: attempt 1 started", timeout_s=300)
         signalled = time.monotonic()
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import re
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 from rich.console import Console
 
-from tests.farm.conftest import edgekit_cli, edgekit_popen, store_rows, tiny_workload, write_farm
+from tests.farm.conftest import edgekit_cli, edgekit_popen, read_until, store_rows, tiny_workload, write_farm
 from tests.fixtures.ray_cluster import RayCluster, ray_cluster, ray_farm
 
 __all__ = ["ray_cluster", "ray_farm"]  # the fixtures, used by name
@@ -120,28 +119,15 @@ def test_the_done_when_farm_runs_across_a_two_node_ray_cluster(ray_farm: RayClus
     assert store_rows("SELECT count(*) FROM traces")[0][0] == 16
 
 
-def _read_until(proc: subprocess.Popen[str], pattern: str, timeout_s: float) -> list[str]:
-    assert proc.stdout is not None
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    while not any(re.search(pattern, line) for line in seen):
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise AssertionError(f"no line matching {pattern!r} in time; output so far:\n" + "".join(seen))
-        line = proc.stdout.readline()
-        if line:
-            seen.append(line)
-    return seen
-
-
 def test_a_killed_worker_node_returns_and_its_jobs_are_rescheduled(ray_farm: RayCluster, tmp_path: Path) -> None:
     cluster = ray_farm
     workloads = {f"p{n}": tiny_workload(prompt_len=n) for n in (8, 9, 10)}
     farm = write_farm(tmp_path / "farm.yaml", name="ray-node-dies", workloads=workloads, retries=3)
     proc = edgekit_popen("farm", "run", str(farm), "--ray", cluster.address, cwd=tmp_path)
     try:
-        before = _read_until(proc, r"\[(phone|board)-b\] .*: ok in ", timeout_s=300)
+        before = read_until(proc, r"\[(phone|board)-b\] .*: ok in ", timeout_s=300)
         # Then a job that starts on the node after that: kill the node while it runs.
-        before += _read_until(proc, r"\[(phone|board)-b\] .*: attempt \d+ started", timeout_s=120)
+        before += read_until(proc, r"\[(phone|board)-b\] .*: attempt \d+ started", timeout_s=120)
         time.sleep(0.5)
         cluster.kill_worker()
         time.sleep(3.0)
