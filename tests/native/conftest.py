@@ -60,8 +60,10 @@ def tiny_pte_dirs(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) 
     return {name: _export(name, root / name, shared_cache, home) for name in ("pte-fp32", "pte-8da4w")}
 
 
-# A random-initialised Llama wide enough that one decode step takes milliseconds on one thread: timing
-# comparisons need steps long against the scheduler's jitter and the per-step bookkeeping of either side.
+# A random-initialised Llama large enough that one decode step takes ~10 ms on one thread (85 MB of fp32
+# weights): timing comparisons need steps long against the scheduler's jitter and against the per-step
+# work a side adds around execute (the agent's is ~1% of a 10 ms step). 12 layers (19 ms steps, 2.5 min
+# to export instead of 1) did not bring the rates closer: native / agent 1.007-1.056 in four runs.
 WIDE_CONFIG = {"vocab_size": 512, "hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 6,
                "num_attention_heads": 8, "num_key_value_heads": 4, "max_position_embeddings": 1024,
                "tie_word_embeddings": True, "bos_token_id": 1, "eos_token_id": 2}

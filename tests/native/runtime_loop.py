@@ -1,19 +1,22 @@
 """A direct executorch.runtime timing loop, run as its own process by test_agreement.py.
 
-``python runtime_loop.py PTE VOCAB PROMPT_LEN GEN_LEN RUNS`` prints one JSON list: the duration (ns) of
-every decode step's ``execute`` over RUNS repetitions, after one untimed greedy pass that also finds the
-tokens to replay. Between two execute calls only two integers are written (through numpy views of the
-input tensors), so no torch work disturbs the runtime's caches and nothing but the runtime is timed.
+``python runtime_loop.py PTE VOCAB PROMPT_LEN GEN_LEN RUNS READY OUT`` loads the program, finds the greedy
+tokens once (untimed, also the warm-up), creates the file READY, then runs RUNS repetitions and writes OUT:
+a JSON list of ``[start_ns, end_ns]`` (CLOCK_MONOTONIC, the clock of the runner's and the agent's traces)
+of every decode step's ``execute``. Between two execute calls only two integers are written (through
+numpy views of the input tensors), so no torch work disturbs the runtime's caches and nothing but the
+runtime is timed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
 
-def main(pte: str, vocab: int, prompt_len: int, gen_len: int, runs: int) -> list[int]:
+def main(pte: str, vocab: int, prompt_len: int, gen_len: int, runs: int, ready: str, out: str) -> None:
     import torch
     from executorch.extension.pybindings import portable_lib
     from executorch.runtime import Runtime
@@ -29,23 +32,28 @@ def main(pte: str, vocab: int, prompt_len: int, gen_len: int, runs: int) -> list
     for k in range(1, gen_len):
         (logits,) = method([torch.tensor([[tokens[-1]]]), torch.tensor([prompt_len + k - 1])])
         tokens.append(int(logits[0, -1].argmax()))
+    with open(ready, "w"):  # an empty marker file
+        pass
 
     one = torch.zeros((1, 1), dtype=torch.long)
     position = torch.zeros(1, dtype=torch.long)
     one_np, position_np = one.numpy(), position.numpy()
-    steps: list[int] = []
+    clock = time.monotonic_ns
+    steps: list[tuple[int, int]] = []
     for _ in range(runs):
         method(prefill)
         for k in range(1, gen_len):
             one_np[0, 0] = tokens[k - 1]
             position_np[0] = prompt_len + k - 1
             method.set_inputs([one, position])
-            start = time.perf_counter_ns()
+            start = clock()
             method.execute()
-            steps.append(time.perf_counter_ns() - start)
-    return steps
+            steps.append((start, clock()))
+    with open(out + ".part", "w") as fh:
+        json.dump(steps, fh)
+    os.replace(out + ".part", out)
 
 
 if __name__ == "__main__":
     pte, vocab, prompt_len, gen_len, runs = sys.argv[1], *map(int, sys.argv[2:6])
-    print(json.dumps(main(pte, vocab, prompt_len, gen_len, runs)))
+    main(pte, vocab, prompt_len, gen_len, runs, sys.argv[6], sys.argv[7])
