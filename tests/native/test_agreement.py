@@ -85,11 +85,10 @@ def programs(runner: NativeRunner, artifact: Path, work: Path, copy: int) -> lis
 def test_native_agent_and_runtime_decode_rates_agree(native_runner: NativeRunner, wide_pte_dir: Path,
                                                      tmp_path: Path) -> None:
     everyone = [p for copy in range(COPIES) for p in programs(native_runner, wide_pte_dir, tmp_path, copy)]
-    slices = run_time_sliced(everyone, SLICE_S, SETTLE_NS, env=HUGE_PAGES)
+    steps = run_time_sliced(everyone, SLICE_S, SETTLE_NS, env=HUGE_PAGES)
     huge = {p.name: f"{p.huge_kb // 1024}/{p.anon_kb // 1024}" for p in everyone}
     rate: dict[str, float] = {}
-    for name, per_slice in slices.items():
-        counted = [step for steps in per_slice for step in steps]
+    for name, counted in steps.items():
         assert len(counted) >= 60, f"only {len(counted)} of {name}'s steps ran inside a slice"
         rate[name] = 1e9 / statistics.median(counted)
     tok_s = {side: statistics.median(r for name, r in rate.items() if name.rstrip("0123456789") == side)

@@ -74,9 +74,8 @@ class Program:
 
 
 def run_time_sliced(programs: list[Program], slice_s: float, settle_ns: int, env: dict[str, str] | None = None,
-                    load_timeout_s: float = 300) -> dict[str, list[list[int]]]:
-    """Durations (ns) of each program's counted steps, by name and then by slice: the k-th list of every
-    program is from the same turn of the rotation (see the module's docstring)."""
+                    load_timeout_s: float = 300) -> dict[str, list[int]]:
+    """Durations (ns) of each program's counted steps, by name (see the module's docstring)."""
     try:
         for program in programs:  # all load side by side; each waits stopped, once loaded, for the rest
             program.start(env)
@@ -111,5 +110,6 @@ def run_time_sliced(programs: list[Program], slice_s: float, settle_ns: int, env
                 program.signal(signal.SIGKILL)
                 program.signal(signal.SIGCONT)
                 program.proc.wait(timeout=30)
-    return {p.name: [[end - begin for begin, end in p.steps() if cont + settle_ns <= begin and end <= stop]
-                     for cont, stop in p.slices] for p in programs}
+    return {p.name: [end - begin for begin, end in p.steps()
+                     if any(cont + settle_ns <= begin and end <= stop for cont, stop in p.slices)]
+            for p in programs}
