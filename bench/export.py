@@ -77,10 +77,10 @@ def main() -> None:
 
     torch.set_num_threads(THREADS)
     from edgekit.errors import ParityError
-    from edgekit.export.manifest import read_manifest
     from edgekit.export.parity import OnnxRunner, PteRunner
     from edgekit.export.pipeline import export
     from edgekit.export.recipes import builtin_recipes
+    from edgekit.manifest import read_manifest
     from edgekit.models import load_model, prepare
 
     recipes = builtin_recipes()
@@ -95,20 +95,20 @@ def main() -> None:
         with contextlib.suppress(ParityError):  # a failed gate is a result here: its numbers are in the manifest
             export(args.model, recipes[name], out, use_cache=not args.fresh)
         m = read_manifest(out)
-        wall = m["export_wall_s"]
-        path = out / m["artifact"]
-        runner = OnnxRunner(path, THREADS) if m["target"] == "onnx" else PteRunner(path)
+        wall = m.export_wall_s
+        path = out / m.artifact
+        runner = OnnxRunner(path, THREADS) if m.target == "onnx" else PteRunner(path)
         prefill, decode = time_runner(runner, vocab)
         rows.append(
             {
                 "recipe": name,
                 "export_wall_s": round(wall, 1),
-                "size_mb": round(sum(f["bytes"] for f in m["files"]) / 1e6, 1),
-                "linear_quantized": f"{m['quantization']['linear_quantized']}/{m['quantization']['linear_total']}",
-                "max_abs_logit_diff": m["parity"]["max_abs_logit_diff"],
-                "top1_agreement": m["parity"]["top1_agreement"],
-                "ppl_ratio": m["parity"]["ppl_ratio"],
-                "gate": "passed" if m["gate"]["passed"] else "failed",
+                "size_mb": round(m.weights_bytes / 1e6, 1),
+                "linear_quantized": f"{m.quantization.linear_quantized}/{m.quantization.linear_total}",
+                "max_abs_logit_diff": m.parity.max_abs_logit_diff,
+                "top1_agreement": m.parity.top1_agreement,
+                "ppl_ratio": m.parity.ppl_ratio,
+                "gate": "passed" if m.gate.passed else "failed",
                 "prefill_ms": prefill,
                 "decode_ms_per_token": decode,
                 "decode_speedup_vs_eager": eager_decode / decode,

@@ -87,8 +87,8 @@ def measure(factory: BackendFactory, devices: list[str], jobs_per_device: int, d
 
 def _start_devices(count: int, directory: Path) -> Path:
     """``count`` emulated devices (phone, board, phone, ...) and an inventory file naming them."""
-    from edgekit.devices.inventory import emulated_entry
     from edgekit.emulator import manager
+    from edgekit.inventory import emulated_entry
 
     entries = []
     for index in range(count):
@@ -152,9 +152,9 @@ def local_ray_cluster(count: int, directory: Path) -> Iterator[str]:
     """A two-node Ray cluster on 127.0.0.1 with ``count`` emulated devices split between the nodes;
     yields the head's address. Device ``d<i>-<kind>`` is on node ``a`` for odd i, ``b`` for even i, so
     the sorted first N devices always span both nodes once N >= 2."""
-    from edgekit.devices.inventory import emulated_entry
     from edgekit.emulator import manager
     from edgekit.farm.ray_node import start_node, stop_node
+    from edgekit.inventory import emulated_entry
 
     hosts: dict[str, dict[str, Any]] = {}
     for label in ("a", "b"):

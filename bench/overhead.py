@@ -31,14 +31,13 @@ from typing import Any
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def run_agent(artifact: Path, out: Path, flags: list[str]) -> dict[str, Any]:
-    from edgekit.export.manifest import read_manifest
-    from edgekit.profile.agent import agent_source
+def run_agent(artifact: Path, out: Path, workload: Any, *flags: str) -> dict[str, Any]:
+    from edgekit.manifest import read_manifest
     from edgekit.profile.metrics import compute_metrics
+    from edgekit.profile.python_agent import local_argv
     from edgekit.profile.trace import load_trace
 
-    subprocess.run([sys.executable, str(agent_source()), "--artifact", str(artifact), "--out", str(out), *flags],
-                   check=True, capture_output=True, timeout=1800)
+    subprocess.run(local_argv(artifact, out, workload, *flags), check=True, capture_output=True, timeout=1800)
     metrics = compute_metrics(load_trace(out / "trace.jsonl"), read_manifest(artifact))
     p50 = metrics.median("decode_ms_p50")
     tok_s = metrics.median("decode_tok_s")
@@ -51,15 +50,13 @@ def sampler_cost_us(artifact: Path, n_samples: int = 400) -> dict[str, float]:
     """CPU cost of one sample against a process holding the artifact in ONNX Runtime (this one), with and
     without the smaps_rollup (PSS) read: a load-independent bound on what the sampler takes from the
     device, reported as a duty cycle of one core at the sampling period."""
-    import importlib.util
+    import importlib
     import os
 
-    from edgekit.profile.agent import agent_source
+    from edgekit.profile.python_agent import AGENT_DIR
 
-    spec = importlib.util.spec_from_file_location("edgekit_agent", agent_source())
-    assert spec is not None and spec.loader is not None
-    agent = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(agent)
+    sys.path.insert(0, str(AGENT_DIR))  # the agent's modules import each other by name, as on a device
+    sensors, trace = importlib.import_module("agent_sensors"), importlib.import_module("agent_trace")
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(artifact / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -68,7 +65,7 @@ def sampler_cost_us(artifact: Path, n_samples: int = 400) -> dict[str, float]:
         def write(self, record: dict[str, Any]) -> None:
             pass
 
-    sampler = agent.Sampler(_Sink(), 0.01, agent.detect_power_source(), 3600.0)
+    sampler = trace.Sampler(_Sink(), 0.01, sensors.detect_power_source(), 3600.0)
     sampler.pid = os.getpid()
     sampler.sample()  # the first sample reads PSS; the following ones do not
     start = time.process_time()
@@ -77,7 +74,7 @@ def sampler_cost_us(artifact: Path, n_samples: int = 400) -> dict[str, float]:
     costs = {"without_pss": (time.process_time() - start) / n_samples * 1e6}
     start = time.process_time()
     for _ in range(n_samples // 10):
-        agent._pss_kb(os.getpid())
+        sensors.pss_kb(os.getpid())
     costs["pss_read"] = (time.process_time() - start) / (n_samples // 10) * 1e6
     costs["with_pss"] = costs["without_pss"] + costs["pss_read"]
     del session
@@ -103,16 +100,16 @@ def main() -> None:
         root = Path(tmp)
         artifact = export(args.model, resolve_recipe(args.recipe), root / "artifact").out_dir
         costs = sampler_cost_us(artifact) if (artifact / "model.onnx").is_file() else {}
-        common = ["--prompt-len", str(args.prompt_len), "--gen-len", str(args.gen_len), "--runs", str(args.runs),
-                  "--warmup", "1", "--threads", str(args.threads), "--baseline-s", "0"]
+        from edgekit.workload import Workload
+
+        workload = Workload(prompt_len=args.prompt_len, gen_len=args.gen_len, runs=args.runs, warmup=1,
+                            threads=args.threads, baseline_s=0, sample_ms=args.sample_ms)
         results: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
         for pair in range(args.pairs):
             order = ("off", "on") if pair % 2 == 0 else ("on", "off")
             for mode in order:
-                flags = [*common, "--sample-ms", str(args.sample_ms)]
-                if mode == "off":
-                    flags.append("--no-sampler")
-                results[mode].append(run_agent(artifact, root / f"{mode}-{pair}", flags))
+                flags = ["--no-sampler"] if mode == "off" else []
+                results[mode].append(run_agent(artifact, root / f"{mode}-{pair}", workload, *flags))
 
     def med(mode: str, key: str) -> float:
         return statistics.median(r[key] for r in results[mode])

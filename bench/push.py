@@ -56,7 +56,7 @@ def _stock_argv(entry: Any, artifact: Path, remote_dir: str) -> list[str]:
 
 
 def _bench_device(name: str, artifact: Path, repeats: int) -> dict[str, Any]:
-    from edgekit.devices import inventory
+    from edgekit import inventory
     from edgekit.devices.push import digest_artifact, push_artifact
 
     entry = inventory.get(name)

@@ -25,7 +25,6 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -48,32 +47,28 @@ def gguf_path() -> Path:
 
 
 def agent_prompt_ids(vocab_size: int, length: int) -> list[int]:
-    from edgekit.profile.agent import agent_source
+    from edgekit.workload import Workload
 
-    spec = importlib.util.spec_from_file_location("edgekit_agent", agent_source())
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    ids: list[int] = module.prompt_ids(vocab_size, length)
-    return ids
+    return Workload(prompt_len=length).prompt_ids(vocab_size)
 
 
 def bench_artifact(artifact: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from edgekit.export.manifest import read_manifest
-    from edgekit.profile.agent import agent_source
+    from edgekit.manifest import read_manifest
     from edgekit.profile.metrics import compute_metrics
+    from edgekit.profile.python_agent import local_argv
     from edgekit.profile.trace import load_trace
+    from edgekit.workload import Workload
 
-    flags = ["--prompt-len", str(args.prompt_len), "--gen-len", str(args.gen_len), "--runs", str(args.runs),
-             "--warmup", "1", "--threads", str(args.threads), "--baseline-s", "0", "--no-sampler"]
-    subprocess.run([sys.executable, str(agent_source()), "--artifact", str(artifact), "--out", str(out), *flags],
-                   check=True, capture_output=True, timeout=3600)
+    workload = Workload(prompt_len=args.prompt_len, gen_len=args.gen_len, runs=args.runs, warmup=1,
+                        threads=args.threads, baseline_s=0)
+    subprocess.run(local_argv(artifact, out, workload, "--no-sampler"), check=True, capture_output=True,
+                   timeout=3600)
     manifest = read_manifest(artifact)
     metrics = compute_metrics(load_trace(out / "trace.jsonl"), manifest)
     return {"prefill_tok_s": metrics.median("prefill_tok_s"), "decode_tok_s": metrics.median("decode_tok_s"),
             "ttft_ms": metrics.median("ttft_ms"), "cv_decode_tok_s": metrics.cv("decode_tok_s"),
             "self_hwm_kb": metrics.self_hwm_kb,
-            "artifact_mb": sum(f["bytes"] for f in manifest["files"]) / 1e6}
+            "artifact_mb": manifest.weights_bytes / 1e6}
 
 
 NATIVE_RUNNER = Path(__file__).resolve().parents[1] / "android_harness" / "build" / "host" / "bin" / "edgekit_runner"
@@ -83,8 +78,13 @@ def bench_native(artifact: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The native runner on the same .pte, prompt ids and threads; rates from its events, as metrics.py does."""
     if not NATIVE_RUNNER.is_file():
         raise SystemExit(f"{NATIVE_RUNNER} is missing: run android_harness/build_host.sh (or make native)")
-    proc = subprocess.run([str(NATIVE_RUNNER), "--model", str(artifact / "model.pte"), "--prompt-len",
-                           str(args.prompt_len), "--gen-len", str(args.gen_len), "--warmup", "1", "--runs",
+    from edgekit.manifest import read_manifest
+
+    ids_file = artifact.parent / f"{artifact.name}.prompt_ids.txt"
+    ids = agent_prompt_ids(read_manifest(artifact).model.vocab_size, args.prompt_len)
+    ids_file.write_text(" ".join(map(str, ids)) + "\n")
+    proc = subprocess.run([str(NATIVE_RUNNER), "--model", str(artifact / "model.pte"), "--prompt-ids",
+                           str(ids_file), "--gen-len", str(args.gen_len), "--warmup", "1", "--runs",
                            str(args.runs), "--threads", str(args.threads)],
                           check=True, capture_output=True, text=True, timeout=3600)
     events = [e for line in proc.stdout.splitlines() if line.strip()
@@ -156,8 +156,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-runtimes-") as tmp:
         for recipe in args.recipes.split(","):
             exported = export("smollm2-135m", resolve_recipe(recipe), Path(tmp) / recipe)
-            vocab_size = exported.manifest["model"]["vocab_size"]
-            rows[recipe] = {"runtime": exported.manifest["runtime"],
+            vocab_size = exported.manifest.model.vocab_size
+            rows[recipe] = {"runtime": exported.manifest.runtime,
                             **bench_artifact(exported.out_dir, Path(tmp) / f"run-{recipe}", args)}
             print(recipe, rows[recipe], flush=True)
             if recipe.startswith("pte-"):

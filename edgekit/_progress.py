@@ -1,44 +1,30 @@
-"""Progress display for long steps: one rich line per step with a spinner and elapsed time.
-
-Steps whose size is known (copies) use a bar with throughput; steps of unknown length (exporting,
-lowering, parity) use a spinner. Everything goes to stderr so ``--json`` output on stdout stays clean.
+"""Progress as an injected callback: library code reports steps and bytes, the caller decides how to show
+them. Nothing here prints; the CLI supplies rich displays (``edgekit/cli/progress.py``), the farm and the
+tests supply nothing and see nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-console = Console(stderr=True)
+# Called with (bytes_done, bytes_total) of a whole transfer; (0, total) when a copy (re)starts.
+BytesFn = Callable[[int, int], None]
 
 
-class StepProgress:
-    def __init__(self, progress: Progress) -> None:
-        self._progress = progress
+class Steps(Protocol):
+    """Reports the named steps of a long job (export: resolving, loading, lowering, the gate)."""
 
-    @contextmanager
+    def step(self, description: str) -> contextlib.AbstractContextManager[None]: ...
+
+
+class NoSteps:
+    """Steps that show nothing (the default)."""
+
+    @contextlib.contextmanager
     def step(self, description: str) -> Iterator[None]:
-        task = self._progress.add_task(description, total=1)
-        try:
-            yield
-        except BaseException:
-            # The error itself is reported once by the caller; a failed step leaves no line behind.
-            self._progress.remove_task(task)
-            raise
-        self._progress.update(task, completed=1, description=f"[green]✓[/green] {description}")
+        yield
 
 
-@contextmanager
-def steps(transient: bool = False) -> Iterator[StepProgress]:
-    progress = Progress(
-        SpinnerColumn(finished_text=" "),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=transient,
-    )
-    with progress:
-        yield StepProgress(progress)
+NO_STEPS = NoSteps()

@@ -15,36 +15,39 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgekit._quiet import quiet_libraries
 from edgekit.errors import EdgekitError
 
+if TYPE_CHECKING:
+    from edgekit.manifest import Manifest
+
 DEMO_MODEL = "smollm2-135m"
 DEMO_RECIPES = ("onnx-int4", "pte-8da4w")
 
 
-def summary_table(manifests: list[dict]) -> Table:
+def summary_table(manifests: list[Manifest]) -> Table:
     table = Table(title=f"{DEMO_MODEL}: exported artifacts")
     for column in ("recipe", "file", "size MB", "quantized", "delegated", "max |Δlogit|", "top-1", "ppl ratio", "gate"):
         table.add_column(column)
     for m in manifests:
-        artifact = next(f for f in m["files"] if f["name"] == m["artifact"])
-        q, p = m["quantization"], m["parity"]
-        delegated = f"{m['delegation']['share']:.0%}" if m.get("delegation") else "-"
+        q, p = m.quantization, m.parity
+        delegated = f"{m.delegation.share:.0%}" if m.delegation else "-"
         table.add_row(
-            m["recipe"]["name"],
-            artifact["name"],
-            f"{sum(f['bytes'] for f in m['files']) / 1e6:.1f}",
-            f"{q['linear_quantized']}/{q['linear_total']}",
+            m.recipe_name,
+            m.artifact,
+            f"{m.weights_bytes / 1e6:.1f}",
+            f"{q.linear_quantized}/{q.linear_total}",
             delegated,
-            f"{p['max_abs_logit_diff']:.3f}",
-            f"{p['top1_agreement']:.3f}",
-            f"{p['ppl_ratio']:.3f}",
-            "[green]passed[/green]" if m["gate"]["passed"] else "[red]failed[/red]",
+            f"{p.max_abs_logit_diff:.3f}",
+            f"{p.top1_agreement:.3f}",
+            f"{p.ppl_ratio:.3f}",
+            "[green]passed[/green]" if m.gate.passed else "[red]failed[/red]",
         )
     return table
 
@@ -56,6 +59,7 @@ def main() -> None:
     quiet_libraries()
     console = Console()
     from edgekit.cli.export import manifest_table
+    from edgekit.cli.progress import cli_steps
     from edgekit.export.pipeline import export
     from edgekit.export.recipes import resolve_recipe
 
@@ -67,17 +71,18 @@ def main() -> None:
             if target.exists():
                 shutil.rmtree(target)  # the demo's own output: re-created (from the cache) every run
             console.rule(f"export {DEMO_MODEL} --recipe {name}")
-            result = export(DEMO_MODEL, resolve_recipe(name), target)
+            with cli_steps() as steps:
+                result = export(DEMO_MODEL, resolve_recipe(name), target, progress=steps)
             console.print(manifest_table(result.manifest))
             manifests.append(result.manifest)
     except EdgekitError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}")
         sys.exit(2)
     console.print(summary_table(manifests))
     try:
         rows = profile_everywhere([args.out / f"{DEMO_MODEL}-{name}" for name in DEMO_RECIPES], console)
     except EdgekitError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}")
         sys.exit(2)
     console.print(profile_table(rows))
     console.print("next: `.venv/bin/edgekit report`, `edgekit report --format html -o report.html`, `edgekit study`")
@@ -85,21 +90,20 @@ def main() -> None:
 
 def profile_everywhere(artifacts: list[Path], console: Console) -> list[tuple[str, str, str, Any]]:
     from edgekit.emulator import manager
-    from edgekit.profile.run import ProfileRequest, RunnerChoice, profile
-    from edgekit.store.ingest import ingest_trace
+    from edgekit.measure import profile_and_store
+    from edgekit.profile.run import ProfileRequest
+    from edgekit.workload import Workload
 
     console.rule("edgekit emulator start (1 phone, 1 board)")
     devices = [*manager.ensure("phone", 1), *manager.ensure("board", 1)]
+    workload = Workload(prompt_len=50, gen_len=50, runs=3, warmup=1, cooldown_s=10.0)  # the survey's, 3 runs
     rows = []
     try:
         for device in devices:
             for artifact in artifacts:
-                runner: RunnerChoice = "auto" if artifact.name.endswith("pte-8da4w") else "python"
                 console.rule(f"edgekit profile {artifact.name} --device {device.name}")
-                request = ProfileRequest(artifact, prompt_len=50, gen_len=50, runs=3, warmup=1, cooldown_s=10.0,
-                                         runner=runner)  # fmt: skip
-                result = profile(request, device.name)
-                ingest_trace(result.trace.path, result.manifest)
+                done = profile_and_store(ProfileRequest(artifact, workload), device.name)
+                result = done.result
                 rows.append((device.name, artifact.name.removeprefix(f"{DEMO_MODEL}-"), result.runner, result.metrics))
     finally:
         for device in devices:

@@ -1,8 +1,8 @@
 // edgekit_runner: loads an edgekit .pte (static KV cache inside the program) with ExecuTorch's Module
 // API and times greedy generation from fixed token ids, writing trace events (device_agents/TRACE.md).
 //
-// It records raw timestamps only; every metric is computed on the host. It has no tokenizer: prompt ids
-// come from --prompt-ids or from the rule shared with the Python agent, (i*7919 + 13) % vocab.
+// It records raw timestamps only; every metric is computed on the host. It has no tokenizer: the prompt
+// ids come from the host in the --prompt-ids file (the same ids every runner gets).
 // See android_harness/README.md for the command line, the output lines and the exit codes.
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
@@ -50,7 +50,7 @@ struct Options {
   std::string model;
   std::string trace;
   std::string prompt_ids_file;
-  long prompt_len = -1;  // -1: from --prompt-ids, else 32
+  long prompt_len = -1;  // -1: the count of --prompt-ids
   long gen_len = 32;
   long warmup = 1;
   long runs = 3;
@@ -60,8 +60,8 @@ struct Options {
 };
 
 const char* kUsage =
-    "usage: edgekit_runner --model FILE.pte [--prompt-len P] [--gen-len G] [--warmup W] [--runs R]\n"
-    "                      [--threads T] [--prompt-ids FILE] [--trace FILE] [--print-tokens]\n"
+    "usage: edgekit_runner --model FILE.pte --prompt-ids FILE [--prompt-len P] [--gen-len G] [--warmup W]\n"
+    "                      [--runs R] [--threads T] [--trace FILE] [--print-tokens]\n"
     "                      [--load-mode mmap|file]\n"
     "       edgekit_runner --clock-sync | --version | --help\n";
 
@@ -126,6 +126,7 @@ std::string parse_args(int argc, char** argv, Options* opt) {
     }
   }
   if (opt->model.empty()) return "--model is required";
+  if (opt->prompt_ids_file.empty()) return "--prompt-ids is required (the host writes the prompt's token ids)";
   return "";
 }
 
@@ -279,13 +280,11 @@ int run(const Options& opt, edgekit::TraceWriter& trace) {
   using edgekit::monotonic_ns;
   trace.clock_sync();
   std::vector<int64_t> prompt;
-  if (!opt.prompt_ids_file.empty()) {
-    std::string problem;
-    if (!read_prompt_ids(opt.prompt_ids_file, &prompt, &problem)) return usage_error(problem);
-    if (opt.prompt_len > 0 && opt.prompt_len != static_cast<long>(prompt.size()))
-      return usage_error("--prompt-len " + std::to_string(opt.prompt_len) + " but the --prompt-ids file holds " +
-                         std::to_string(prompt.size()) + " ids");
-  }
+  std::string problem;
+  if (!read_prompt_ids(opt.prompt_ids_file, &prompt, &problem)) return usage_error(problem);
+  if (opt.prompt_len > 0 && opt.prompt_len != static_cast<long>(prompt.size()))
+    return usage_error("--prompt-len " + std::to_string(opt.prompt_len) + " but the --prompt-ids file holds " +
+                       std::to_string(prompt.size()) + " ids");
   const long threads = static_cast<long>(edgekit::set_threads(static_cast<uint32_t>(opt.threads)));
 
   trace.event("load_start", monotonic_ns(), -1, false);
@@ -321,10 +320,6 @@ int run(const Options& opt, edgekit::TraceWriter& trace) {
   trace.event("load_end", monotonic_ns(), -1, false);
 
   const long max_context = sig.max_seq + 1;
-  if (prompt.empty()) {
-    const long p = opt.prompt_len > 0 ? opt.prompt_len : 32;
-    for (long i = 0; i < p; ++i) prompt.push_back((i * 7919 + 13) % sig.vocab);
-  }
   const long P = static_cast<long>(prompt.size());
   const long G = opt.gen_len;
   for (int64_t id : prompt) {

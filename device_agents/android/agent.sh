@@ -11,30 +11,33 @@
 # ts_boot_ns) and gets monotonic timestamps for its own events by asking the runner
 # (`edgekit_runner --clock-sync`, which also leaves a clock_sync event in the trace).
 #
-# usage: sh agent.sh --runner PATH --lib-dir DIR --model FILE.pte --out DIR --prompt-len P --gen-len G
-#                    --warmup W --runs R --threads T --sample-ms S [--baseline-s 1] [--device-json FILE]
-#                    [--prompt-ids FILE] [--artifact-sha SHA | --artifact-sha-file FILE]
-#                    [--model-id ID] [--recipe NAME] [--timeout-s N]
+# usage: sh agent.sh --runner PATH --lib-dir DIR --model FILE --runtime R --model-id ID --recipe NAME
+#                    --artifact-sha256 SHA --out DIR [--device-json FILE] --prompt-len P --prompt-ids FILE
+#                    --gen-len G --warmup W --runs R --threads T --sample-ms S [--baseline-ms 1000]
+#                    [--timeout-s N]
+# The flags after --lib-dir are the ones the Python agent takes, with the same names: the host builds both
+# command lines from one Workload (edgekit/workload.py).
 # Exit status: 0 ok; 1 a repetition failed or the runner died; 2 bad usage; 3 the runner could not
 # start (missing shared library) or could not load the model.
 
 AGENT_NAME=edgekit-android-agent
-AGENT_VERSION=1.0.0
+AGENT_VERSION=2.0.0
 
 usage() {
   echo "agent.sh: $1" >&2
-  echo "usage: sh agent.sh --runner PATH --lib-dir DIR --model FILE.pte --out DIR --prompt-len P --gen-len G --warmup W --runs R --threads T --sample-ms S [--baseline-s 1] [--device-json FILE] [--prompt-ids FILE] [--artifact-sha SHA | --artifact-sha-file FILE] [--model-id ID] [--recipe NAME] [--timeout-s N]" >&2
+  echo "usage: sh agent.sh --runner PATH --lib-dir DIR --model FILE --runtime R --model-id ID --recipe NAME --artifact-sha256 SHA --out DIR [--device-json FILE] --prompt-len P --prompt-ids FILE --gen-len G --warmup W --runs R --threads T --sample-ms S [--baseline-ms 1000] [--timeout-s N]" >&2
   exit 2
 }
 
-RUNNER= LIB_DIR= MODEL= OUT= P= G= W= R= T= S= BASELINE_S=1 DEVICE_JSON= PROMPT_IDS=
-ARTIFACT_SHA= ARTIFACT_SHA_FILE= MODEL_ID= RECIPE= TIMEOUT_S=0
+RUNNER= LIB_DIR= MODEL= RUNTIME= OUT= P= G= W= R= T= S= BASELINE_MS=1000 DEVICE_JSON= PROMPT_IDS=
+ARTIFACT_SHA= MODEL_ID= RECIPE= TIMEOUT_S=0
 while [ $# -gt 0 ]; do
   [ $# -ge 2 ] || usage "option $1 needs a value"
   case "$1" in
     --runner) RUNNER=$2 ;;
     --lib-dir) LIB_DIR=$2 ;;
     --model) MODEL=$2 ;;
+    --runtime) RUNTIME=$2 ;;
     --out) OUT=$2 ;;
     --prompt-len) P=$2 ;;
     --gen-len) G=$2 ;;
@@ -42,11 +45,10 @@ while [ $# -gt 0 ]; do
     --runs) R=$2 ;;
     --threads) T=$2 ;;
     --sample-ms) S=$2 ;;
-    --baseline-s) BASELINE_S=$2 ;;
+    --baseline-ms) BASELINE_MS=$2 ;;
     --device-json) DEVICE_JSON=$2 ;;
     --prompt-ids) PROMPT_IDS=$2 ;;
-    --artifact-sha) ARTIFACT_SHA=$2 ;;
-    --artifact-sha-file) ARTIFACT_SHA_FILE=$2 ;;
+    --artifact-sha256) ARTIFACT_SHA=$2 ;;
     --model-id) MODEL_ID=$2 ;;
     --recipe) RECIPE=$2 ;;
     --timeout-s) TIMEOUT_S=$2 ;;
@@ -56,21 +58,21 @@ while [ $# -gt 0 ]; do
 done
 
 is_uint() { case "$1" in ''|*[!0-9]*) return 1 ;; *) return 0 ;; esac; }
-for pair in "runner:$RUNNER" "lib-dir:$LIB_DIR" "model:$MODEL" "out:$OUT"; do
+for pair in "runner:$RUNNER" "lib-dir:$LIB_DIR" "model:$MODEL" "runtime:$RUNTIME" "model-id:$MODEL_ID" \
+            "recipe:$RECIPE" "artifact-sha256:$ARTIFACT_SHA" "out:$OUT" "prompt-ids:$PROMPT_IDS"; do
   [ -n "${pair#*:}" ] || usage "--${pair%%:*} is required"
 done
 for pair in "prompt-len:$P" "gen-len:$G" "warmup:$W" "runs:$R" "threads:$T" "sample-ms:$S" \
-            "baseline-s:$BASELINE_S" "timeout-s:$TIMEOUT_S"; do
+            "baseline-ms:$BASELINE_MS" "timeout-s:$TIMEOUT_S"; do
   is_uint "${pair#*:}" || usage "--${pair%%:*} must be a non-negative integer, got '${pair#*:}'"
 done
 [ "$S" -ge 10 ] && [ "$S" -le 100 ] || usage "--sample-ms must be 10..100, got $S"
 [ -f "$MODEL" ] || usage "model '$MODEL' does not exist"
 [ -x "$RUNNER" ] || usage "runner '$RUNNER' is not an executable file"
 [ -d "$LIB_DIR" ] || usage "lib dir '$LIB_DIR' does not exist"
-if [ -n "$ARTIFACT_SHA_FILE" ]; then
-  [ -f "$ARTIFACT_SHA_FILE" ] || usage "artifact sha file '$ARTIFACT_SHA_FILE' does not exist"
-  read -r ARTIFACT_SHA _rest < "$ARTIFACT_SHA_FILE"
-fi
+[ -f "$PROMPT_IDS" ] || usage "prompt ids file '$PROMPT_IDS' does not exist"
+case "$RUNTIME" in *[!a-z0-9._-]*) usage "--runtime must be a runtime name, got '$RUNTIME'" ;; esac
+case "$ARTIFACT_SHA" in *[!0-9a-f]*) usage "--artifact-sha256 must be a hex digest" ;; esac
 
 mkdir -p "$OUT" || usage "cannot create --out '$OUT'"
 TRACE="$OUT/trace.jsonl"
@@ -220,12 +222,11 @@ RUNNER_VERSION=$(LD_LIBRARY_PATH="$RUNNER_LD_PATH" "$RUNNER" --version 2>/dev/nu
 PROMPT_JSON=null
 
 write_trace() {  # status runs_completed runs_failed self_hwm_kb footer_ts_ns
-  [ -n "$ARTIFACT_SHA" ] || ARTIFACT_SHA=unknown
   {
     printf '%s\n' "{\"type\":\"header\",\"schema_version\":1,\"agent\":{\"name\":\"$AGENT_NAME\",\"version\":\"$AGENT_VERSION\"},\
-\"runner\":{\"kind\":\"native-executorch\",\"version\":$(json_quote "${RUNNER_VERSION:-unknown}")},\"device\":$DEVICE,\
+\"runner\":{\"kind\":\"native-$RUNTIME\",\"version\":$(json_quote "${RUNNER_VERSION:-unknown}")},\"device\":$DEVICE,\
 \"artifact\":{\"sha256\":$(json_quote "$ARTIFACT_SHA"),\"model_id\":$(json_quote "${MODEL_ID:-unknown}"),\
-\"recipe\":$(json_quote "${RECIPE:-unknown}"),\"runtime\":\"executorch\",\"file\":$(json_quote "${MODEL##*/}")},\
+\"recipe\":$(json_quote "${RECIPE:-unknown}"),\"runtime\":\"$RUNTIME\",\"file\":$(json_quote "${MODEL##*/}")},\
 \"workload\":{\"prompt_len\":$P,\"gen_len\":$G,\"warmup\":$W,\"runs\":$R,\"threads\":$T,\"sample_ms\":$S,\"prompt_ids\":$PROMPT_JSON},\
 \"power_source\":$POWER_SOURCE,\"power_source_detail\":$POWER_DETAIL,\"started_at\":\"$STARTED_AT\"}"
     cat "$BODY"
@@ -264,7 +265,7 @@ fi
 
 # -- 2. idle baseline -----------------------------------------------------------------------------------
 event baseline_start "$NOW_NS"
-boot_ns; _end=$(( $BOOT_CS + BASELINE_S * 100 ))   # in 10 ms units
+boot_ns; _end=$(( $BOOT_CS + BASELINE_MS / 10 ))   # in 10 ms units
 while :; do
   sample ""
   boot_ns; [ "$BOOT_CS" -ge "$_end" ] && break
@@ -273,8 +274,8 @@ done
 clock_now && event baseline_end "$NOW_NS"
 
 # -- 3. the run, sampled ----------------------------------------------------------------------------------
-set -- --model "$MODEL" --gen-len "$G" --warmup "$W" --runs "$R" --threads "$T" --trace "$RUNNER_OUT"
-if [ -n "$PROMPT_IDS" ]; then set -- "$@" --prompt-ids "$PROMPT_IDS"; else set -- "$@" --prompt-len "$P"; fi
+set -- --model "$MODEL" --prompt-len "$P" --prompt-ids "$PROMPT_IDS" --gen-len "$G" --warmup "$W" --runs "$R" \
+  --threads "$T" --trace "$RUNNER_OUT"
 LD_LIBRARY_PATH="$RUNNER_LD_PATH" "$RUNNER" "$@" 2>>"$RUNNER_ERR" &
 pid=$!
 # Stopped from outside (the host's timeout, adb disconnect): take the runner down too.

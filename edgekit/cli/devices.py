@@ -18,7 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgekit.devices import adb_server, inventory
+from edgekit import inventory
+from edgekit.devices import adb_server
 from edgekit.devices.base import DeviceInfo
 from edgekit.errors import EdgekitError, UnknownName
 

@@ -12,14 +12,10 @@ from rich.console import Console
 from rich.table import Table
 
 from edgekit.emulator import manager
-from edgekit.errors import EdgekitError
+from edgekit.errors import EmulatorError
 
 console = Console()
 emulator_app = typer.Typer(help="Run emulated phones and boards on this host.", no_args_is_help=True)
-
-
-class EmulatorUsageError(EdgekitError):
-    """Options of ``edgekit emulator`` that do not go together."""
 
 
 def _energy_j(status: manager.EmulatorStatus) -> str:
@@ -56,10 +52,10 @@ def start_cmd(
 ) -> None:
     """Start emulated devices; with no options, one phone and one board."""
     if (kind or name) and (phones is not None or boards is not None):
-        raise EmulatorUsageError("use either --phones/--boards or --kind/--name, not both")
+        raise EmulatorError("use either --phones/--boards or --kind/--name, not both")
     if kind or name:
         if not kind:
-            raise EmulatorUsageError("--name needs --kind phone|board")
+            raise EmulatorError("--name needs --kind phone|board")
         started = [manager.start(kind, name)]
     else:
         counts = {"phone": 1, "board": 1} if phones is None and boards is None else {
@@ -75,7 +71,7 @@ def stop_cmd(
 ) -> None:
     """Stop one emulated device (or all); identity and files are kept for the next start."""
     if all_ == (name is not None):
-        raise EmulatorUsageError("give exactly one of NAME or --all")
+        raise EmulatorError("give exactly one of NAME or --all")
     stopped = manager.stop_all() if all_ else [manager.stop(name or "")]
     for st in stopped:
         console.print(f"stopped {st.name}")

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from edgekit.cli.progress import cli_steps
+
+if TYPE_CHECKING:
+    from edgekit.manifest import Manifest
 
 console = Console()
 
@@ -27,7 +32,8 @@ def export_cmd(
     resolved = resolve_recipe(recipe)
     if max_context is not None:
         resolved = parse_recipe({**resolved.model_dump(), "max_context": max_context}, f"'{resolved.name}'")
-    result = export(model, resolved, out, use_cache=not no_cache)
+    with cli_steps() as steps:
+        result = export(model, resolved, out, use_cache=not no_cache, progress=steps)
     console.print(manifest_table(result.manifest))
     console.print(f"[green]gate passed[/green]: {result.out_dir}" + (" (from cache)" if result.cached else ""))
 
@@ -51,11 +57,11 @@ def inspect_cmd(
     as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
 ) -> None:
     """Print an artifact's manifest."""
-    from edgekit.export.manifest import read_manifest
+    from edgekit.manifest import read_manifest
 
     manifest = read_manifest(artifact_dir)
     if as_json:
-        print(json.dumps(manifest, indent=2))
+        print(manifest.to_json(), end="")
     else:
         console.print(manifest_table(manifest))
 
@@ -64,31 +70,31 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-def manifest_table(m: dict[str, Any]) -> Table:
+def manifest_table(m: Manifest) -> Table:
     """The facts of one manifest as a two-column table."""
-    table = Table(title=f"{m['model']['id']} · {m['recipe']['name']}", show_header=False, box=None)
+    table = Table(title=f"{m.model_id} · {m.recipe_name}", show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
-    q, p, gate = m["quantization"], m["parity"], m["gate"]
+    q, p, gate, kv = m.quantization, m.parity, m.gate, m.kv_cache
     rows = [
-        ("status", "[green]passed[/green]" if gate["passed"] else "[red]failed: " + "; ".join(gate["failures"])),
-        ("architecture", f"{m['model']['architecture']} · {m['model']['parameters'] / 1e6:.1f}M params"),
-        ("source sha256", m["model"]["source_sha256"][:16] + "…"),
-        ("target", f"{m['target']} ({m['runtime']}) · {m['artifact']}"),
-        ("files", ", ".join(f"{f['name']} {_mb(f['bytes'])}" for f in m["files"])),
-        ("max context", str(m["max_context"])),
-        ("kv cache", "{layers} layers × {kv_heads} kv heads × {head_dim} · {dtype} · {kind}".format(**m["kv_cache"])),
-        ("quantized linears", f"{q['linear_quantized']}/{q['linear_total']} ({q['scheme']})"),
+        ("status", "[green]passed[/green]" if gate.passed else "[red]failed: " + escape("; ".join(gate.failures))),
+        ("architecture", f"{m.model.architecture} · {m.model.parameters / 1e6:.1f}M params"),
+        ("source sha256", m.model.source_sha256[:16] + "…"),
+        ("target", f"{m.target} ({m.runtime}) · {m.artifact}"),
+        ("files", ", ".join(f"{f.name} {_mb(f.bytes)}" for f in m.files)),
+        ("max context", str(m.max_context)),
+        ("kv cache", f"{kv.layers} layers × {kv.kv_heads} kv heads × {kv.head_dim} · {kv.dtype} · {kv.kind}"),
+        ("quantized linears", f"{q.linear_quantized}/{q.linear_total} ({q.scheme})"),
     ]
-    if m.get("delegation"):
-        d = m["delegation"]
-        rows.append(("xnnpack delegated", f"{d['share']:.0%} of nodes in {d['delegated_subgraphs']} subgraphs"))
+    if m.delegation is not None:
+        d = m.delegation
+        rows.append(("xnnpack delegated", f"{d.share:.0%} of nodes in {d.delegated_subgraphs} subgraphs"))
     rows += [
-        ("max |Δlogit|", f"{p['max_abs_logit_diff']:.4g} (≤ {gate['thresholds']['max_abs_logit_diff']:g})"),
-        ("top-1 agreement", f"{p['top1_agreement']:.3f} (≥ {gate['thresholds']['min_top1_agreement']:g})"),
-        ("perplexity", f"{p['ppl_artifact']:.3f} vs fp32 {p['ppl_reference']:.3f} (ratio {p['ppl_ratio']:.4f})"),
-        ("export wall", f"{m['export_wall_s']:.1f} s"),
-        ("tools", ", ".join(f"{k} {v}" for k, v in m["tool_versions"].items() if v)),
+        ("max |Δlogit|", f"{p.max_abs_logit_diff:.4g} (≤ {gate.thresholds['max_abs_logit_diff']:g})"),
+        ("top-1 agreement", f"{p.top1_agreement:.3f} (≥ {gate.thresholds['min_top1_agreement']:g})"),
+        ("perplexity", f"{p.ppl_artifact:.3f} vs fp32 {p.ppl_reference:.3f} (ratio {p.ppl_ratio:.4f})"),
+        ("export wall", f"{m.export_wall_s:.1f} s"),
+        ("tools", ", ".join(f"{k} {v}" for k, v in m.tool_versions.items() if v)),
     ]
     for key, value in rows:
         table.add_row(key, value)

@@ -11,14 +11,13 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import psutil
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, RayMissing
 
 console = Console()
 farm_app = typer.Typer(help="Run a matrix of models x recipes x devices x workloads (a farm).",
@@ -27,17 +26,11 @@ farm_app = typer.Typer(help="Run a matrix of models x recipes x devices x worklo
 _INVENTORY = typer.Option(None, "--inventory", help="devices.yaml to use instead of the default inventory")
 
 
-class RayMissing(EdgekitError):
-    """``--ray`` or ``farm node`` without the optional Ray extra installed."""
-
-
-def _ray_module(name: str) -> Any:
-    import importlib
+def _require_ray() -> None:
     import importlib.util
 
     if importlib.util.find_spec("ray") is None:
         raise RayMissing("Ray is not installed; install the extra: pip install 'edgekit[ray]'")
-    return importlib.import_module(f"edgekit.farm.{name}")
 
 
 @farm_app.command("run")
@@ -48,14 +41,19 @@ def run_cmd(
     grace_s: float = typer.Option(60.0, "--grace-s", help="on Ctrl-C, how long running jobs may finish"),
 ) -> None:
     """Run every cell not yet in the store; Ctrl-C stops cleanly and the next run resumes."""
+    from edgekit.farm.backend import Backend
     from edgekit.farm.config import load_farm
     from edgekit.farm.scheduler import LocalBackend, run_farm
 
     farm = load_farm(farm_file)
+    backend: Backend
     if ray is not None:
         if inventory is not None:
             raise EdgekitError("--inventory is for local runs; on Ray each node advertises its own devices")
-        backend = _ray_module("ray_backend").RayBackend(ray)
+        _require_ray()
+        from edgekit.farm.ray_backend import RayBackend
+
+        backend = RayBackend(ray)
     else:
         backend = LocalBackend(inventory)
     result = run_farm(farm, backend, console=console, grace_s=grace_s)
@@ -119,10 +117,10 @@ def report_cmd(
 ) -> None:
     """The farm's cells as ``edgekit report`` shows them (median, p90, CV, CI of each metric)."""
     from edgekit.cli.results import check_report_format, emit_report
+    from edgekit.errors import NoMatchingRuns, StoreError
     from edgekit.farm.config import load_farm
     from edgekit.report.cells import build_cells
     from edgekit.store import Store
-    from edgekit.store.errors import NoMatchingRuns, StoreError
     from edgekit.store.farm import farm_cells
     from edgekit.store.queries import select_runs
 
@@ -150,7 +148,9 @@ def node_cmd(
     """Run a Ray node advertising this host's devices (one custom resource each) until Ctrl-C."""
     if head == (address is not None):
         raise EdgekitError("give exactly one of --head or --address ADDRESS")
-    ray_node = _ray_module("ray_node")
+    _require_ray()
+    from edgekit.farm import ray_node
+
     info = ray_node.start_node(head=head, address=address, inventory=inventory, port=port, temp_dir=temp_dir)
     role = "head" if info.head else "worker"
     console.print(f"ray {role} node up at {info.address} (pid {info.pid}), devices: "

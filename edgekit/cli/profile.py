@@ -13,9 +13,14 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from edgekit.profile.run import ProfileRequest, ProfileResult, RunnerChoice, profile
+from edgekit.cli.progress import cli_steps
+from edgekit.measure import StoredProfile, profile_and_store
+from edgekit.profile.metrics import METRICS
+from edgekit.profile.run import ProfileRequest, ProfileResult
+from edgekit.workload import Workload
 
 console = Console()
 
@@ -31,17 +36,16 @@ def _cv(value: float | None) -> str:
 def result_table(result: ProfileResult) -> Table:
     m = result.metrics
     ok, total = len(m.ok_runs), len(m.runs)
-    table = Table(title=f"{result.manifest['model']['id']} · {result.manifest['recipe']['name']} on "
-                        f"{result.device}", show_header=False, box=None)
+    table = Table(title=f"{result.manifest.model_id} · {result.manifest.recipe_name} on {result.device}",
+                  show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
     mem = m.memory
     rows: list[tuple[str, str]] = [
         ("workload", f"prompt {m.prompt_len} · generate {m.gen_len} · {m.threads} threads · "
                      f"{ok}/{total} runs ok · runner {result.trace.header['runner']['kind']}"),
-        ("TTFT", _fmt(m.median("ttft_ms"), ".1f", " ms") + _cv(m.cv("ttft_ms"))),
-        ("prefill", _fmt(m.median("prefill_tok_s"), ".1f", " tok/s") + _cv(m.cv("prefill_tok_s"))),
-        ("decode", _fmt(m.median("decode_tok_s"), ".1f", " tok/s") + _cv(m.cv("decode_tok_s"))),
+        *((spec.label, _fmt(_scaled(m.median(spec.column), spec.scale), ".1f", f" {spec.unit}")
+           + _cv(m.cv(spec.column))) for spec in METRICS if spec.key in _HEADLINE),
         ("decode latency", f"p50 {_fmt(m.median('decode_ms_p50'), '.2f', ' ms')} · "
                            f"p90 {_fmt(m.median('decode_ms_p90'), '.2f', ' ms')}"),
         ("load", _fmt(m.load_ms, ".0f", " ms")),
@@ -53,17 +57,15 @@ def result_table(result: ProfileResult) -> Table:
     ]
     reason = m.energy_missing_reason
     if reason is None and m.median("energy_per_token_mj") is not None:
-        powers = [r.avg_power_prefill_w for r in m.ok_runs if r.avg_power_prefill_w is not None]
-        decode_powers = [r.avg_power_decode_w for r in m.ok_runs if r.avg_power_decode_w is not None]
         rows += [
             ("energy / token", _fmt(m.median("energy_per_token_mj"), ".2f", " mJ") + " above idle"
              + _cv(m.cv("energy_per_token_mj"))),
-            ("avg power", f"prefill {_fmt(_median(powers), '.2f', ' W')} · decode "
-                          f"{_fmt(_median(decode_powers), '.2f', ' W')} · idle {_fmt(m.idle_power_w, '.2f', ' W')}"
-                          f" ({m.power_source})"),
+            ("avg power", f"prefill {_fmt(m.median('avg_power_prefill_w'), '.2f', ' W')} · decode "
+                          f"{_fmt(m.median('avg_power_decode_w'), '.2f', ' W')} · "
+                          f"idle {_fmt(m.idle_power_w, '.2f', ' W')} ({m.power_source})"),
         ]
     else:
-        rows.append(("energy", f"[yellow]missing[/yellow]: {reason or 'no energy computed'}"))
+        rows.append(("energy", f"[yellow]missing[/yellow]: {escape(reason or 'no energy computed')}"))
     rows += [
         ("temperature max", _fmt(m.temperature_max_c, ".1f", " °C")),
         ("cpu freq mean", _fmt(m.freq_mean_khz / 1000 if m.freq_mean_khz is not None else None, ".0f", " MHz")),
@@ -73,7 +75,7 @@ def result_table(result: ProfileResult) -> Table:
     ]
     for run in m.runs:
         if not run.ok:
-            rows.append((f"run {run.run}", f"[red]failed[/red]: {run.error}"))
+            rows.append((f"run {run.run}", f"[red]failed[/red]: {escape(str(run.error))}"))
     for key, value in rows:
         table.add_row(key, value)
     return table
@@ -83,10 +85,11 @@ def _mb(kb: int | None) -> float | None:
     return None if kb is None else kb / 1024
 
 
-def _median(values: list[float]) -> float | None:
-    import statistics
+def _scaled(value: float | None, scale: float) -> float | None:
+    return None if value is None else value * scale
 
-    return statistics.median(values) if values else None
+
+_HEADLINE = ("ttft_ms", "prefill_tok_s", "decode_tok_s")  # the registry's rows shown at the top
 
 
 def result_json(result: ProfileResult) -> dict[str, Any]:
@@ -97,26 +100,22 @@ def result_json(result: ProfileResult) -> dict[str, Any]:
             "metrics": result.metrics.to_dict()}
 
 
-def _request(artifact_dir: Path, prompt_len: int, gen_len: int, runs: int, warmup: int, threads: int,
-             cooldown_s: float, sample_ms: int, runner: str, timeout_s: float | None) -> ProfileRequest:
-    if runner not in ("auto", "python", "native"):
-        raise typer.BadParameter(f"--runner must be python, native or auto, got {runner!r}")
-    choice: RunnerChoice = runner  # type: ignore[assignment]
-    return ProfileRequest(artifact_dir=artifact_dir, prompt_len=prompt_len, gen_len=gen_len, runs=runs,
-                          warmup=warmup, threads=threads, cooldown_s=cooldown_s, sample_ms=sample_ms,
-                          runner=choice, timeout_s=timeout_s)
+def _workload(prompt_len: int, gen_len: int, runs: int, warmup: int, threads: int, cooldown_s: float,
+              sample_ms: int, runner: str, timeout_s: float | None) -> Workload:
+    return Workload.parse(
+        {"prompt_len": prompt_len, "gen_len": gen_len, "runs": runs, "warmup": warmup, "threads": threads,
+         "cooldown_s": cooldown_s, "sample_ms": sample_ms, "runner": runner, "timeout_s": timeout_s},
+        "profile options",
+    )  # fmt: skip
 
 
-def _show(result: ProfileResult, as_json: bool) -> None:
-    """Store the run in the results store (idempotent), then print it."""
-    from edgekit.store.ingest import ingest_trace
-
-    stored = ingest_trace(result.trace.path, result.manifest)
+def _show(done: StoredProfile, as_json: bool) -> None:
+    result = done.result
     if as_json:
-        typer.echo(json.dumps({**result_json(result), "trace_id": stored.trace_id}, indent=2, default=str))
+        typer.echo(json.dumps({**result_json(result), "trace_id": done.trace_id}, indent=2, default=str))
     else:
         console.print(result_table(result))
-        console.print(f"stored as trace {stored.trace_id[:12]} (see `edgekit report`)", highlight=False)
+        console.print(f"stored as trace {done.trace_id[:12]} (see `edgekit report`)", highlight=False)
 
 
 _DEVICE = typer.Option("local", "--device", "-d", help="Device name (see `edgekit devices`).")
@@ -142,9 +141,9 @@ def profile_cmd(
     inventory_file: Path | None = _INVENTORY, as_json: bool = _JSON,
 ) -> None:
     """Profile ARTIFACT_DIR on a device: latency, throughput, memory, energy, temperature."""
-    request = _request(artifact_dir, prompt_len, gen_len, runs, warmup, threads, cooldown_s, sample_ms,
-                       runner, timeout_s)
-    _show(profile(request, device, inventory=inventory_file, python=python), as_json)
+    workload = _workload(prompt_len, gen_len, runs, warmup, threads, cooldown_s, sample_ms, runner, timeout_s)
+    _show(profile_and_store(ProfileRequest(artifact_dir, workload), device, inventory=inventory_file, python=python),
+          as_json)
 
 
 def run_cmd(
@@ -159,11 +158,12 @@ def run_cmd(
     from edgekit.export.pipeline import export
     from edgekit.export.recipes import resolve_recipe
 
+    workload = _workload(prompt_len, gen_len, runs, warmup, threads, cooldown_s, sample_ms, runner, timeout_s)
     with tempfile.TemporaryDirectory(prefix="edgekit-run-") as tmp:
-        exported = export(model, resolve_recipe(recipe), Path(tmp) / "artifact")
-        request = _request(exported.out_dir, prompt_len, gen_len, runs, warmup, threads, cooldown_s,
-                           sample_ms, runner, timeout_s)
-        _show(profile(request, device, inventory=inventory_file, python=python), as_json)
+        with cli_steps() as steps:
+            exported = export(model, resolve_recipe(recipe), Path(tmp) / "artifact", progress=steps)
+        request = ProfileRequest(exported.out_dir, workload)
+        _show(profile_and_store(request, device, inventory=inventory_file, python=python), as_json)
 
 
 def register(app: typer.Typer) -> None:

@@ -10,12 +10,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-from edgekit.devices import inventory
+from edgekit import inventory
+from edgekit.cli.progress import cli_bytes
 from edgekit.devices.push import push_artifact
-
-console = Console(stderr=True)
 
 
 def push_cmd(
@@ -27,10 +25,10 @@ def push_cmd(
 ) -> None:
     """Push ARTIFACT_DIR to <workdir>/artifacts/<sha256>/ on the device; skipped when already there."""
     entry = inventory.get(device, inventory_file)
-    with inventory.connect(entry) as dev:
+    with inventory.connect(entry) as dev, cli_bytes(f"push {entry.name}") as bar:
         result = push_artifact(
             dev, artifact_dir, entry.resolved_workdir(), reopen=lambda: inventory.connect(entry),
-            retries=retries, show_progress=not as_json, console=console,
+            retries=retries, progress=None if as_json else bar,
         )
     if as_json:
         typer.echo(json.dumps({**asdict(result), "mb_per_s": result.mb_per_s}, indent=2))

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from edgekit.store.errors import StoreError
+from edgekit.errors import StoreError
 
 console = Console()
 

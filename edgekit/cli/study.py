@@ -39,10 +39,10 @@ def study_cmd(
     out: Path | None = typer.Option(None, "--out", "-o", help="write the table to this file"),
 ) -> None:
     """Run PROTOCOL for every model on every device, then print its table."""
+    from edgekit.errors import StoreError
     from edgekit.report.study import get_protocol, measured_rows, read_reference_csv, render_study, study_table
     from edgekit.report.study_run import StudyTest, run_protocol
     from edgekit.store import Store
-    from edgekit.store.errors import StoreError
 
     spec = get_protocol(protocol)
     model_list, device_list = _split(models), _split(devices)

@@ -1,6 +1,6 @@
 """``AdbDevice``: the device contract over a real adb server, through adbutils.
 
-The server is started when it is not running (``adb -P PORT start-server``; the port comes from the
+The server is started when it is not running (``adb_server.ensure_server``; the port comes from the
 argument, else ``ANDROID_ADB_SERVER_PORT``, else 5037). Serials of the form ``HOST:PORT`` are
 ``adb connect``ed first. Commands go through shell v2 when the device offers it (real exit codes,
 stderr apart), else through v1 with an exit-status marker and stderr mixed into stdout. argv elements
@@ -18,10 +18,8 @@ import contextlib
 import os
 import re
 import shlex
-import shutil
 import stat
 import struct
-import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -29,17 +27,10 @@ from pathlib import Path
 import adbutils
 from adbutils.errors import AdbError, AdbTimeout
 
-from edgekit.devices.base import (
-    CommandResult,
-    CommandTimeout,
-    Device,
-    DeviceInfo,
-    DeviceUnreachable,
-    ProgressFn,
-    TransportError,
-)
+from edgekit.devices import adb_server
+from edgekit.devices.base import CommandResult, Device, DeviceInfo, ProgressFn
+from edgekit.errors import CommandTimeout, DeviceUnreachable, RemoteFileMissing, TransportError
 
-DEFAULT_SERVER_PORT = 5037
 DEFAULT_WORKDIR = "/data/local/tmp/edgekit"
 _SYNC_CHUNK_BYTES = 64 * 1024
 _V1_EXIT_MARKER = "EDGEKIT-EXIT:"
@@ -59,43 +50,10 @@ echo "df=$(df -k "$d" 2>/dev/null | tail -n 1)"
 """
 
 
-def _server_port(port: int | None) -> int:
-    if port is not None:
-        return port
-    env = os.environ.get("ANDROID_ADB_SERVER_PORT")
-    return int(env) if env else DEFAULT_SERVER_PORT
-
-
-def ensure_server(port: int | None = None, *, adb_path: str = "adb", timeout_s: float = 15.0) -> int:
-    """Make sure an adb server answers on ``port`` (starting one with the stock client); return it."""
-    server_port = _server_port(port)
-    client = adbutils.AdbClient(host="127.0.0.1", port=server_port, socket_timeout=timeout_s)
-    with contextlib.suppress(AdbError, OSError):
-        client.server_version()
-        return server_port
-    exe = shutil.which(adb_path)
-    if exe is None:
-        raise TransportError("adb-server",
-                             f"no adb server on port {server_port} and no '{adb_path}' to start one")
-    env = dict(os.environ, ANDROID_ADB_SERVER_PORT=str(server_port))
-    try:
-        proc = subprocess.run([exe, "-P", str(server_port), "start-server"], env=env, capture_output=True,
-                              timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise TransportError("adb-server", f"'adb start-server' took over {timeout_s:g}s") from exc
-    try:
-        client.server_version()
-    except (AdbError, OSError) as exc:
-        raise TransportError("adb-server", f"adb server on port {server_port} did not start: "
-                             f"{proc.stderr.decode(errors='replace').strip()[-300:]}") from exc
-    return server_port
-
-
 class AdbDevice(Device):
     transport = "adb"
 
     def __init__(self, serial: str, *, name: str | None = None, server_port: int | None = None,
-                 adb_path: str = "adb",
                  workdir: str = DEFAULT_WORKDIR, online_timeout_s: float = 20.0,
                  use_shell_v2: bool | None = None) -> None:
         """``use_shell_v2``: None = when the device offers it; False forces the v1 fallback."""
@@ -103,7 +61,7 @@ class AdbDevice(Device):
         self.name = name or serial
         self.workdir = workdir
         self.online_timeout_s = online_timeout_s
-        self.server_port = ensure_server(server_port, adb_path=adb_path)
+        self.server_port = adb_server.ensure_server(server_port)
         self._client = adbutils.AdbClient(host="127.0.0.1", port=self.server_port)
         self._dev = self._client.device(serial)
         self._features: set[str] | None = None
@@ -183,10 +141,7 @@ class AdbDevice(Device):
             raise CommandTimeout(self.name, argv, timeout_s) from exc
         except (AdbError, OSError) as exc:
             raise DeviceUnreachable(self.name, f"command {list(argv)[:3]} failed: {exc}") from exc
-        if check and not result.ok:
-            raise TransportError(self.name, f"command {list(argv)[:3]} exited with {result.exit_code}: "
-                                 f"{result.stderr_tail() or result.text()[-400:]}")
-        return result
+        return result.checked(self.name) if check else result
 
     def _run_v2(self, argv: list[str], command: str, timeout_s: float) -> CommandResult:
         """Shell protocol v2 with an overall deadline; leaving early closes the stream, which ends
@@ -307,7 +262,7 @@ class AdbDevice(Device):
         with self._sync(f"pull {remote} -> {local}") as conn:
             mode, total = self._stat(conn, remote)
             if mode == 0:
-                raise TransportError(self.name, f"pull: no such file on the device: {remote}")
+                raise RemoteFileMissing(self.name, remote)
             if not stat.S_ISREG(mode):
                 raise TransportError(self.name, f"pull: {remote} is not a regular file (mode {mode:o})")
             self._request(conn, b"RECV", remote.encode())

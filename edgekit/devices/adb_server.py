@@ -1,5 +1,6 @@
-"""Server-level adb operations through the stock ``adb`` client: start the server, connect and
-disconnect network devices, list what the server sees.
+"""Server-level adb operations, the one place edgekit talks to the adb server as a server: make sure one
+answers (starting it with the stock ``adb`` client), connect and disconnect network devices, list what the
+server sees.
 
 The stock client is used on purpose: it honours ``ANDROID_ADB_SERVER_PORT`` (a private server per test
 or per user) and starts the server when none runs, exactly as a user's own ``adb`` would. Talking to a
@@ -25,35 +26,48 @@ class AdbListing:
     state: str  # "device", "offline", "unauthorized", ...
 
 
-def _adb(*args: str, timeout_s: float = 30.0) -> subprocess.CompletedProcess[str]:
+DEFAULT_PORT = 5037
+
+
+def _adb(*args: str, timeout_s: float = 30.0, port: int | None = None) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("adb")
     if binary is None:
         raise TransportError("adb", "the adb client is not installed (no 'adb' on PATH)")
+    env = None if port is None else dict(os.environ, ANDROID_ADB_SERVER_PORT=str(port))
     try:
         return subprocess.run(
             [binary, *args], capture_output=True, text=True, timeout=timeout_s, check=False,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, env=env,
         )
     except subprocess.TimeoutExpired as exc:
         raise TransportError("adb", f"'adb {' '.join(args)}' timed out after {timeout_s:g}s") from exc
 
 
-def server_port() -> int:
-    return int(os.environ.get("ANDROID_ADB_SERVER_PORT") or 5037)
+def server_port(port: int | None = None) -> int:
+    """``port``, else ``ANDROID_ADB_SERVER_PORT``, else 5037 (the stock client's rule)."""
+    return port if port is not None else int(os.environ.get("ANDROID_ADB_SERVER_PORT") or DEFAULT_PORT)
 
 
-def server_running() -> bool:
+def server_running(port: int | None = None) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", server_port()), timeout=0.5):
+        with socket.create_connection(("127.0.0.1", server_port(port)), timeout=0.5):
             return True
     except OSError:
         return False
 
 
-def start_server(timeout_s: float = 30.0) -> None:
-    result = _adb("start-server", timeout_s=timeout_s)
+def start_server(timeout_s: float = 30.0, port: int | None = None) -> None:
+    result = _adb("start-server", timeout_s=timeout_s, port=port)
     if result.returncode != 0:
-        raise TransportError("adb", f"could not start the adb server: {result.stderr.strip()[-300:]}")
+        raise TransportError("adb", f"could not start the adb server on port {server_port(port)}: "
+                                    f"{result.stderr.strip()[-300:]}")
+
+
+def ensure_server(port: int | None = None, *, timeout_s: float = 15.0) -> int:
+    """Make sure an adb server answers on ``port`` (starting one with the stock client); return the port."""
+    if not server_running(port):
+        start_server(timeout_s, port)
+    return server_port(port)
 
 
 def devices(timeout_s: float = 30.0) -> list[AdbListing]:

@@ -13,34 +13,29 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import (
+    CommandFailed,
+    CommandTimeout,
+    DeviceUnreachable,
+    RemoteFileMissing,
+    TransportError,
+)
+
+# The contract's errors, defined with every other one in edgekit.errors.
+__all__ = [
+    "CommandFailed",
+    "CommandResult",
+    "CommandTimeout",
+    "Device",
+    "DeviceInfo",
+    "DeviceUnreachable",
+    "ProgressFn",
+    "RemoteFileMissing",
+    "TransportError",
+]
 
 # Called with (bytes_done, bytes_total) as a copy progresses.
 ProgressFn = Callable[[int, int], None]
-
-
-class TransportError(EdgekitError):
-    """A device could not be reached or a transfer/command failed at the transport level."""
-
-    def __init__(self, device: str, message: str) -> None:
-        self.device = device
-        self.message = message
-        super().__init__(f"device '{device}': {message}")
-
-
-class DeviceUnreachable(TransportError):
-    """The device is offline, refused the connection or dropped it (transient: retry may help)."""
-
-
-class CommandTimeout(TransportError):
-    def __init__(self, device: str, argv: Sequence[str], timeout_s: float) -> None:
-        self.argv = list(argv)
-        self.timeout_s = timeout_s
-        super().__init__(device, f"command {self.argv[:3]} timed out after {timeout_s:g}s")
-
-
-class RemoteFileMissing(TransportError):
-    """A pull of a file that does not exist on the device (never answered with an empty file)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +54,12 @@ class CommandResult:
 
     def stderr_tail(self, n_chars: int = 400) -> str:
         return self.stderr.decode("utf-8", errors="replace")[-n_chars:]
+
+    def checked(self, device: str) -> CommandResult:
+        """This result, or ``CommandFailed`` (argv, exit code, stderr tail) when the command exited non-zero."""
+        if not self.ok:
+            raise CommandFailed(device, self.argv, self.exit_code, self.stderr_tail() or self.text()[-400:])
+        return self
 
 
 @dataclass

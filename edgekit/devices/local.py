@@ -61,10 +61,7 @@ class LocalDevice(Device):
         return self._checked(CommandResult(argv, code, stdout, stderr), check)
 
     def _checked(self, result: CommandResult, check: bool) -> CommandResult:
-        if check and not result.ok:
-            raise TransportError(self.name, f"command {result.argv[:3]} exited with {result.exit_code}: "
-                                 f"{result.stderr_tail()}")
-        return result
+        return result.checked(self.name) if check else result
 
     def _path(self, path: str) -> Path:
         p = Path(path).expanduser()
@@ -97,7 +94,7 @@ class LocalDevice(Device):
     def pull(self, remote: str, local: str, *, progress: ProgressFn | None = None) -> None:
         source = self._path(remote)
         if not source.is_file():
-            raise RemoteFileMissing(self.name, f"cannot pull {remote}: no such file on the device")
+            raise RemoteFileMissing(self.name, remote)
         self._copy(source, Path(local), progress)
 
     def info(self) -> DeviceInfo:

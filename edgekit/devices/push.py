@@ -1,9 +1,9 @@
 """Content-addressed, verified, atomic push of an artifact directory to a device.
 
 An artifact directory (any directory of regular files; exported ones hold ``manifest.json``) lands at
-``<workdir>/artifacts/<sha256>/`` where the sha256 is the digest of the directory's ``sha256sum``-style
-listing: one line ``"<file sha256>  <relative posix path>\\n"`` per file, sorted by path. Names and
-contents both count; timestamps and permissions do not.
+``<workdir>/artifacts/<sha256>/`` (runners' code bundles at ``<workdir>/runners/<sha256>/``) where the
+sha256 is the directory's content address (``edgekit.manifest.content_address``: the digest of its
+``sha256sum``-style listing). Names and contents both count; timestamps and permissions do not.
 
 Skip rule (decided here, relied on elsewhere): an artifact is "present" only when ``sha256sum`` run ON the
 device over every file at the final path gives the local digests. There is no marker file: a marker
@@ -31,51 +31,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
+from edgekit._progress import BytesFn
+from edgekit.devices.base import Device, ProgressFn
+from edgekit.errors import (
+    ArtifactError,
+    DeviceUnreachable,
+    EdgekitError,
+    InsufficientSpace,
+    PushError,
+    PushGaveUp,
+    TransportError,
 )
-
-from edgekit.devices.base import Device, DeviceUnreachable, TransportError
-from edgekit.errors import ArtifactError, EdgekitError
+from edgekit.manifest import content_address
 
 _HASH_CHUNK_BYTES = 1 << 20
 # Per-file slack for block rounding when comparing against the device's free space.
 _BLOCK_SLACK_BYTES = 4096
 _NO_SPACE_MARKERS = ("no space left", "enospc", "disk full", "not enough space", "quota exceeded")
-
-
-class PushError(EdgekitError):
-    """The push could not be completed (transfer kept failing, verification failed, rename failed)."""
-
-    def __init__(self, device: str, message: str) -> None:
-        self.device = device
-        super().__init__(f"push to device '{device}': {message}")
-
-
-class InsufficientSpace(PushError):
-    """The device has less free space than the artifact needs, or a write on it ran out of space."""
-
-    def __init__(
-        self, device: str, path: str, needed_bytes: int, free_bytes: int | None, failed_write: str = ""
-    ) -> None:
-        self.path = path
-        self.needed_bytes = needed_bytes
-        self.free_bytes = free_bytes
-        self.failed_write = failed_write
-        free = "unknown" if free_bytes is None else _fmt_bytes(free_bytes)
-        if failed_write:
-            message = (f"ran out of space in {path} writing {failed_write} (the artifact needs "
-                       f"{_fmt_bytes(needed_bytes)}; df reports {free} free, so inodes or a quota may be "
-                       f"exhausted)")
-        else:
-            message = f"not enough free space in {path}: needs {_fmt_bytes(needed_bytes)}, free {free}"
-        super().__init__(device, message)
 
 
 @dataclass(frozen=True)
@@ -113,13 +85,6 @@ class PushResult:
         return self.sent_bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
 
 
-def _fmt_bytes(n_bytes: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n_bytes >= scale:
-            return f"{n_bytes / scale:.1f} {unit}"
-    return f"{n_bytes} B"
-
-
 def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -147,8 +112,7 @@ def digest_artifact(artifact_dir: str | Path) -> ArtifactDigest:
         files.append(ArtifactFile(rel, _file_sha256(path), path.stat().st_size))
     if not files:
         raise ArtifactError(f"artifact directory {root} holds no files")
-    listing = "".join(f"{f.sha256}  {f.relpath}\n" for f in files)
-    return ArtifactDigest(root, hashlib.sha256(listing.encode()).hexdigest(), tuple(files))
+    return ArtifactDigest(root, content_address((f.relpath, f.sha256) for f in files), tuple(files))
 
 
 def _remote_digests(device: Device, base: str, files: tuple[ArtifactFile, ...]) -> list[str | None]:
@@ -204,50 +168,32 @@ def _remove_stale_tmp(device: Device, artifacts_dir: str, sha: str) -> None:
 
 
 class _Bar:
-    """A rich progress bar over the whole artifact, or nothing when progress is off."""
+    """Aggregates per-file copy progress into (bytes done, bytes total) of the whole artifact."""
 
-    def __init__(self, enabled: bool, console: Console | None, label: str, total_bytes: int) -> None:
-        self._progress: Progress | None = None
+    def __init__(self, report: BytesFn | None, total_bytes: int) -> None:
+        self._report = report
+        self._total = total_bytes
         self._base = 0
-        if enabled:
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
-                console=console or Console(stderr=True),
-                transient=False,
-            )
-            self._task = self._progress.add_task(label, total=total_bytes)
-        self._started = False
 
     def restart(self) -> None:
-        """(Re)start at zero when a copy begins; an artifact that is skipped never shows a bar."""
+        """(Re)start at zero when a copy begins; an artifact that is skipped never reports."""
         self._base = 0
-        if self._progress:
-            if not self._started:
-                self._progress.start()
-                self._started = True
-            self._progress.update(self._task, completed=0)
+        if self._report:
+            self._report(0, self._total)
 
-    def file_callback(self) -> Callable[[int, int], None]:
-        base = self._base
+    def file_callback(self) -> ProgressFn:
+        base, report, total = self._base, self._report, self._total
 
-        def update(done: int, _total: int) -> None:
-            if self._progress:
-                self._progress.update(self._task, completed=base + done)
+        def update(done: int, _file_total: int) -> None:
+            if report:
+                report(base + done, total)
 
         return update
 
     def file_done(self, size_bytes: int) -> None:
         self._base += size_bytes
-        if self._progress:
-            self._progress.update(self._task, completed=self._base)
-
-    def close(self) -> None:
-        if self._progress and self._started:
-            self._progress.stop()
+        if self._report:
+            self._report(self._base, self._total)
 
 
 def _copy_verified(
@@ -315,18 +261,20 @@ def push_artifact(
     reopen: Callable[[], Device] | None = None,
     retries: int = 4,
     backoff_s: float = 0.5,
-    show_progress: bool = False,
-    console: Console | None = None,
+    progress: BytesFn | None = None,
+    area: str = "artifacts",
 ) -> PushResult:
-    """Push ``artifact_dir`` to ``<workdir>/artifacts/<sha256>/`` on ``device`` (see the module docstring).
+    """Push ``artifact_dir`` to ``<workdir>/<area>/<sha256>/`` on ``device`` (see the module docstring);
+    ``area`` is ``artifacts`` for exported models, ``runners`` for the runners' code bundles.
 
     ``reopen`` returns a freshly connected device after a drop; without it the same object is retried.
+    ``progress`` is called with (bytes done, bytes total) of the artifact while files are copied.
     """
     start_s = time.monotonic()
     digest = digest_artifact(artifact_dir)
     name = device.name
     last_exc: DeviceUnreachable | None = None
-    bar = _Bar(show_progress, console, f"push {name}", digest.total_bytes)
+    bar = _Bar(progress, digest.total_bytes)
     current, reopened = device, None  # ``reopened`` is closed here; the caller owns ``device``
     try:
         for attempt in range(1, retries + 2):
@@ -336,8 +284,8 @@ def push_artifact(
                         _close_quietly(reopened)
                         reopened = None
                     current = reopened = reopen()
-                skipped = _attempt(current, digest, workdir, bar)
-                return PushResult(name, digest.sha256, _final_path(workdir, digest), skipped,
+                skipped = _attempt(current, digest, posixpath.join(workdir, area), bar)
+                return PushResult(name, digest.sha256, posixpath.join(workdir, area, digest.sha256), skipped,
                                   digest.total_bytes, 0 if skipped else digest.total_bytes,
                                   time.monotonic() - start_s, attempt)
             except DeviceUnreachable as exc:
@@ -345,20 +293,14 @@ def push_artifact(
                 if attempt <= retries:
                     time.sleep(backoff_s * 2 ** (attempt - 1))
     finally:
-        bar.close()
         if reopened is not None:
             _close_quietly(reopened)
-    raise PushError(name, f"device kept dropping after {retries + 1} attempts: {last_exc}") from last_exc
+    raise PushGaveUp(name, f"device kept dropping after {retries + 1} attempts: {last_exc}") from last_exc
 
 
-def _final_path(workdir: str, digest: ArtifactDigest) -> str:
-    return posixpath.join(workdir, "artifacts", digest.sha256)
-
-
-def _attempt(device: Device, digest: ArtifactDigest, workdir: str, bar: _Bar) -> bool:
+def _attempt(device: Device, digest: ArtifactDigest, artifacts_dir: str, bar: _Bar) -> bool:
     """One try: True when the artifact was already present and verified, False when it was copied."""
-    artifacts_dir = posixpath.join(workdir, "artifacts")
-    final = _final_path(workdir, digest)
+    final = posixpath.join(artifacts_dir, digest.sha256)
     if not _verified(device, final, digest.files):
         return True
     device.run(["mkdir", "-p", artifacts_dir], timeout_s=60.0, check=True)

@@ -33,13 +33,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from edgekit.devices.base import (
-    CommandResult,
+from edgekit.devices.base import CommandResult, Device, DeviceInfo, ProgressFn
+from edgekit.errors import (
     CommandTimeout,
-    Device,
-    DeviceInfo,
     DeviceUnreachable,
-    ProgressFn,
+    HostKeyRejected,
     RemoteFileMissing,
     TransportError,
 )
@@ -53,10 +51,6 @@ _UNREACHABLE = re.compile(
     r"Connection refused|Connection timed out|No route to host|Could not resolve hostname|"
     r"Connection closed by|closed by remote host|Connection reset|Broken pipe|client_loop|"
     r"kex_exchange_identification|Network is unreachable|mux_client|ControlSocket", re.IGNORECASE)
-
-
-class HostKeyRejected(TransportError):
-    """The device's host key is unknown or differs from the one on record; nothing was sent to it."""
 
 
 class SshDevice(Device):
@@ -165,10 +159,7 @@ class SshDevice(Device):
         if proc.returncode == 255 and (not started or _UNREACHABLE.search(stderr.decode(errors="replace"))):
             raise self._failure(bytes(stderr), f"command {argv[:3]}")
         result = CommandResult(argv=argv, exit_code=proc.returncode, stdout=out, stderr=bytes(stderr))
-        if check and not result.ok:
-            raise TransportError(self.name, f"command {argv[:3]} exited with {result.exit_code}: "
-                                 f"{result.stderr_tail()}")
-        return result
+        return result.checked(self.name) if check else result
 
     def _kill_remote(self, stdout_so_far: bytes) -> None:
         """Kill the timed-out command's process group on the device (best effort, bounded)."""
@@ -253,7 +244,7 @@ class SshDevice(Device):
             return
         part.unlink(missing_ok=True)
         if proc.returncode == _MISSING_EXIT:
-            raise RemoteFileMissing(self.name, f"cannot pull {remote}: no such file on the device")
+            raise RemoteFileMissing(self.name, remote)
         what = f"pull of {remote} failed after {done} of {max(total, 0)} bytes"
         if proc.returncode == 255 or proc.returncode < 0:
             raise self._failure(bytes(stderr), what)

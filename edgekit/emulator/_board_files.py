@@ -27,7 +27,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EmulatorError
 
 WORKDIR = "/home/edgekit"
 DEFAULT_MODEL = "Raspberry Pi 5 Model B Rev 1.0"
@@ -35,10 +35,6 @@ HOST_KEY = "etc/ssh/ssh_host_ed25519_key"
 _BOARD_FILE = "board.json"
 # Host directories a board sees read-only, so host binaries and libraries run inside it.
 _HOST_RO_DIRS = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
-
-
-class BoardSetupError(EdgekitError):
-    """The state directory of an emulated board cannot be prepared."""
 
 
 @dataclass
@@ -59,7 +55,7 @@ def host_public_key(state_dir: Path) -> str:
     try:
         kind, blob = path.read_text().split()[:2]
     except (OSError, ValueError) as exc:
-        raise BoardSetupError(f"board host key {path} is missing or unreadable (start the board once)") \
+        raise EmulatorError(f"board host key {path} is missing or unreadable (start the board once)") \
             from exc
     return f"{kind} {blob}"
 
@@ -88,7 +84,7 @@ def _keygen(path: Path, comment: str) -> None:
             check=True, capture_output=True, timeout=30,
         )
     except (OSError, subprocess.SubprocessError) as exc:
-        raise BoardSetupError(f"ssh-keygen could not create {path}: {exc}") from exc
+        raise EmulatorError(f"ssh-keygen could not create {path}: {exc}") from exc
 
 
 def prepare(state_dir: Path, *, name: str, model: str | None, port: int) -> BoardIdentity:
@@ -185,7 +181,7 @@ def sandbox_argv(state_dir: Path, identity: BoardIdentity, info_fd: int | None =
     only its processes) and dies with the process that started it.
     """
     if shutil.which("bwrap") is None:
-        raise BoardSetupError("bubblewrap ('bwrap') is not installed; the emulated board needs it")
+        raise EmulatorError("bubblewrap ('bwrap') is not installed; the emulated board needs it")
     state_dir = Path(state_dir).resolve()
     root = rootfs(state_dir)
     argv = ["bwrap", "--die-with-parent", "--unshare-pid", "--unshare-uts", "--unshare-ipc",

@@ -23,16 +23,12 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import SandboxError
 
 DEVICE_PATH = "/system/bin:/system/xbin:/vendor/bin:/usr/local/bin:/usr/bin:/bin"
 SPAWNER_DEVICE_PATH = "/system/etc/edgekit-spawner.py"
 SOCKET_DEVICE_DIR = "/dev/socket"
 SOCKET_NAME = "edgekit-spawn"
-
-
-class SandboxError(EdgekitError):
-    """bubblewrap is missing, cannot create namespaces here, or the sandbox died."""
 
 
 def default_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

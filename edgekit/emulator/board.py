@@ -31,7 +31,7 @@ from pathlib import Path
 from types import FrameType
 
 from edgekit.emulator import _board_files
-from edgekit.emulator._board_files import BoardSetupError
+from edgekit.emulator._board_files import EmulatorError
 from edgekit.emulator._ports import port_accepts
 from edgekit.emulator.board_sensors import BoardSensors
 
@@ -48,7 +48,7 @@ def _lock(state_dir: Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:
         os.close(fd)
-        raise BoardSetupError(f"state directory {state_dir} is already served by another board") from exc
+        raise EmulatorError(f"state directory {state_dir} is already served by another board") from exc
     return fd
 
 
@@ -74,7 +74,7 @@ def serve(state_dir: Path, *, port: int, name: str, model: str | None,
     state_dir.mkdir(parents=True, exist_ok=True)
     lock_fd = _lock(state_dir)
     if port_accepts(port):
-        raise BoardSetupError(f"port {port} on 127.0.0.1 is already taken")
+        raise EmulatorError(f"port {port} on 127.0.0.1 is already taken")
     identity = _board_files.prepare(state_dir, name=name, model=model, port=port)
     sensors = BoardSensors(_board_files.rootfs(state_dir) / "sys", model=identity.model,
                            idle_w=idle_w, per_core_w=per_core_w)
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return serve(args.state_dir, port=args.port, name=args.name, model=args.model,
                      idle_w=args.idle_w, per_core_w=args.per_core_w)
-    except BoardSetupError as exc:
+    except EmulatorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

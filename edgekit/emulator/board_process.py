@@ -20,11 +20,7 @@ import time
 from pathlib import Path
 
 from edgekit.emulator import _board_files
-from edgekit.errors import EdgekitError
-
-
-class BoardProcessError(EdgekitError):
-    """An emulated board child process that did not start or stop as asked."""
+from edgekit.errors import EmulatorError
 
 
 def free_port() -> int:
@@ -75,7 +71,7 @@ class BoardProcess:
             if not chunk:
                 self.stop()
                 err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise BoardProcessError(f"board '{self.name}' did not become ready on port {self.port}: "
+                raise EmulatorError(f"board '{self.name}' did not become ready on port {self.port}: "
                                         f"{err.strip()[-600:] or 'no output'}")
             line += chunk
         self.ready = json.loads(line.decode())

@@ -34,7 +34,7 @@ import psutil
 
 from edgekit import paths
 from edgekit.emulator._ports import port_accepts
-from edgekit.errors import EdgekitError
+from edgekit.errors import EmulatorError
 
 Kind = Literal["phone", "board"]
 KINDS: tuple[Kind, ...] = ("phone", "board")
@@ -44,10 +44,6 @@ _STATE_FILE = "manager.json"
 _LOG_FILE = "serve.log"
 SSH_CONFIG_FILE = "ssh_config"
 KNOWN_HOSTS_FILE = "known_hosts"
-
-
-class EmulatorError(EdgekitError):
-    """An emulated device that cannot be started, stopped or found."""
 
 
 @dataclass

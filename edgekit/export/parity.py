@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from edgekit.export.recipes import Gate
+from edgekit.manifest import Quality
 
 PROMPTS = (
     "The quick brown fox jumps over the lazy dog because",
@@ -32,7 +32,9 @@ PPL_TOKENS = 128
 
 
 def corpus_text() -> str:
-    return resources.files("edgekit.data").joinpath("corpus.txt").read_text(encoding="utf-8")
+    from edgekit.data import training_text
+
+    return training_text()
 
 
 class ArtifactRunner(Protocol):
@@ -176,12 +178,12 @@ class ParityResult:
     def ppl_ratio(self) -> float:
         return self.ppl_artifact / self.ppl_reference
 
-    def to_dict(self) -> dict[str, float]:
-        return {**asdict(self), "ppl_ratio": self.ppl_ratio}
+    def to_quality(self) -> Quality:
+        return Quality(**asdict(self), ppl_ratio=self.ppl_ratio)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ParityResult:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+    def from_quality(cls, quality: Quality) -> ParityResult:
+        return cls(**{k: getattr(quality, k) for k in cls.__dataclass_fields__})
 
 
 def measure(runner: ArtifactRunner, reference: Reference) -> ParityResult:

@@ -14,10 +14,13 @@ from __future__ import annotations
 import concurrent.futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from edgekit.workload import Workload
 
 if TYPE_CHECKING:
-    from edgekit.devices.inventory import DeviceEntry
+    from edgekit.inventory import DeviceEntry
+    from edgekit.profile.run import ProfileResult
 
 OutcomeStatus = Literal["ok", "transient", "permanent"]
 DEVICE_RESOURCE_PREFIX = "edgekit_device_"
@@ -37,8 +40,8 @@ class Job:
     model: str
     recipe: str
     device: str  # inventory device name
-    workload: str  # workload name
-    request: dict[str, Any]  # ProfileRequest fields except artifact_dir (prompt_len, gen_len, runs, ...)
+    workload_name: str
+    workload: Workload
     artifact_dir: Path  # the exported artifact on the DRIVER host
     artifact_sha: str  # its content address (manifest sha)
     attempt: int  # 1-based
@@ -52,6 +55,9 @@ class JobOutcome:
     reason: str | None  # one line; None when ok
     trace_dir: Path | None  # on the driver host: the pulled trace dir, ready for edgekit.store ingest
     seconds: float  # wall time of the job on the device host
+    # The validated trace and its metrics when the job ran in this process (the local backend); a job
+    # from another host brings its files only, and the driver validates them once.
+    result: ProfileResult | None = None
 
 
 class Backend(Protocol):

@@ -15,14 +15,14 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekit._config_files import display_path, load_mapping, validate
-from edgekit.devices.inventory import LOCAL_NAME, DeviceEntry
 from edgekit.errors import ConfigError, UnknownName
 from edgekit.export.recipes import Recipe
+from edgekit.inventory import LOCAL_NAME, DeviceEntry
+from edgekit.workload import Workload
 
 TAG_PREFIX = "tag:"
 ALL = "all"
@@ -30,25 +30,6 @@ ALL = "all"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Workload(_Strict):
-    """One profiling workload; the fields and defaults of ``ProfileRequest`` (minus the artifact)."""
-
-    prompt_len: int = Field(default=50, ge=1, le=100_000)
-    gen_len: int = Field(default=50, ge=1, le=100_000)
-    runs: int = Field(default=5, ge=1, le=10_000)
-    warmup: int = Field(default=1, ge=0, le=1_000)
-    threads: int = Field(default=2, ge=1, le=256)
-    sample_ms: int = Field(default=20, ge=1, le=60_000)
-    baseline_s: float = Field(default=1.0, ge=0)
-    cooldown_s: float = Field(default=10.0, ge=0)
-    runner: Literal["auto", "python", "native"] = "auto"
-    timeout_s: float | None = Field(default=None, gt=0)
-
-    def request(self) -> dict[str, Any]:
-        """The ``ProfileRequest`` fields of this workload (the farm retries, so the run itself does not)."""
-        return {**self.model_dump(), "retries": 0}
 
 
 class FarmFile(_Strict):
@@ -70,8 +51,8 @@ class Cell:
     model: str
     recipe: str  # the recipe's name
     device: str
-    workload: str
-    request: dict[str, Any]
+    workload_name: str
+    workload: Workload
 
 
 @dataclass
@@ -87,9 +68,10 @@ class Farm:
         return self.spec.name
 
 
-def cell_key(model: str, recipe: str, device: str, workload: str, request: dict[str, Any]) -> str:
+def cell_key(model: str, recipe: str, device: str, workload_name: str, workload: Workload) -> str:
     """A stable content key: the same measurement gets the same key in every run of the farm."""
-    payload = {"model": model, "recipe": recipe, "device": device, "workload": workload, "request": request}
+    payload = {"model": model, "recipe": recipe, "device": device, "workload": workload_name,
+               "request": workload.model_dump()}  # fmt: skip
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -183,10 +165,7 @@ def expand(farm: Farm, devices: list[DeviceEntry]) -> list[Cell]:
     for model in farm.spec.models:
         for recipe in farm.recipes:
             for entry in devices:
-                for workload, values in farm.spec.workloads.items():
-                    request = values.request()
-                    cells.append(
-                        Cell(cell_key(model, recipe, entry.name, workload, request), model, recipe, entry.name,
-                             workload, request)
-                    )
+                for name, workload in farm.spec.workloads.items():
+                    key = cell_key(model, recipe, entry.name, name, workload)
+                    cells.append(Cell(key, model, recipe, entry.name, name, workload))
     return cells

@@ -14,19 +14,15 @@ import contextlib
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 from edgekit import paths
-from edgekit.devices.base import TransportError
-from edgekit.devices.inventory import DeviceEntry, connect
-from edgekit.errors import ArtifactError, EdgekitError
+from edgekit.errors import ArtifactError, EdgekitError, OutOfMemory
 from edgekit.farm.backend import Job, JobOutcome, OutcomeStatus
-from edgekit.farm.locks import DeviceBusy, device_lock
+from edgekit.farm.locks import device_lock
+from edgekit.inventory import DeviceEntry, connect
 
 CONNECT_TIMEOUT_S = 20.0
 LOCK_WAIT_S = 30.0  # a device held by another process this long counts as busy (transient)
-_OOM_MARKERS = ("(oom)", "memoryerror", "out of memory", "cannot allocate memory")
-_TRANSIENT_MARKERS = ("dropped during the run", "connection lost", "connection reset", "broken pipe")
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -45,35 +41,24 @@ def _one_line(exc: BaseException) -> str:
 
 
 def classify(exc: BaseException) -> tuple[OutcomeStatus, str]:
-    """(transient|permanent, one-line reason) for an exception of a job."""
-    chain = _chain(exc)
-    text = " ".join(str(e).lower() for e in chain)
+    """(transient|permanent, one-line reason) for an exception of a job, decided by types only.
+
+    The outermost ``EdgekitError`` of the chain decides through its ``retryable`` field (an error that
+    wraps a timeout says itself whether it is worth another try). A host-side ``OSError`` (a socket, a
+    pipe, ``ConnectionError``, ``TimeoutError``) is transient; any other exception is a bug: permanent."""
     reason = _one_line(exc)
-    if any(marker in text for marker in _OOM_MARKERS):
+    ours = next((e for e in _chain(exc) if isinstance(e, EdgekitError)), None)
+    if isinstance(ours, OutOfMemory):
         return "permanent", f"out of memory on the device: {reason}"
-    if any(isinstance(e, DeviceBusy | TransportError | ConnectionError | TimeoutError) for e in chain):
-        return "transient", reason
-    if any(marker in text for marker in _TRANSIENT_MARKERS):
-        return "transient", reason
-    if isinstance(exc, ArtifactError):
-        return "permanent", f"artifact rejected: {reason}"
-    if isinstance(exc, EdgekitError):
+    if ours is not None:
+        if ours.retryable:
+            return "transient", reason
+        if isinstance(ours, ArtifactError):
+            return "permanent", f"artifact rejected: {reason}"
         return "permanent", reason
-    if isinstance(exc, OSError):  # a host-side I/O hiccup (a socket, a pipe): worth another try
+    if isinstance(exc, OSError):
         return "transient", f"{type(exc).__name__}: {reason}"
     return "permanent", f"{type(exc).__name__}: {reason}"
-
-
-def _request(job: Job, artifact_dir: Path, entry: DeviceEntry) -> Any:
-    from edgekit.export import manifest as mf
-    from edgekit.profile.run import ProfileRequest
-
-    values = dict(job.request)
-    if values.get("runner", "auto") == "auto" and entry.tags.device_class == "phone":
-        # The native runner drives .pte only; "auto" means the best runner that can run the artifact.
-        runtime = mf.read_manifest(artifact_dir).get("runtime")
-        values["runner"] = "native" if runtime == "executorch" else "python"
-    return ProfileRequest(artifact_dir=artifact_dir, **values)
 
 
 def _move_trace(trace_dir: Path, traces_root: Path) -> Path:
@@ -92,12 +77,13 @@ def run_job_here(job: Job, entry: DeviceEntry, *, artifact_dir: Path, traces_roo
 
     ``lock_wait_s``: how long to wait for a device another job (or process) holds before giving up
     with a transient "busy" outcome."""
-    from edgekit.profile.run import default_python, new_run_id, profile_on
+    from edgekit.profile.run import ProfileRequest, default_python, new_run_id, profile_on
 
     started = time.monotonic()
     try:
         with device_lock(entry.name, wait_s=lock_wait_s):
-            request = _request(job, artifact_dir, entry)
+            # The farm retries, so the run itself does not.
+            request = ProfileRequest(artifact_dir, job.workload, retries=0)
             device = connect(entry, timeout_s=CONNECT_TIMEOUT_S)
             try:
                 result = profile_on(
@@ -115,7 +101,9 @@ def run_job_here(job: Job, entry: DeviceEntry, *, artifact_dir: Path, traces_roo
     except Exception as exc:
         status, reason = classify(exc)
         return JobOutcome(status, reason, None, time.monotonic() - started)
-    return JobOutcome("ok", None, trace_dir, time.monotonic() - started)
+    result.trace_dir = trace_dir
+    result.trace.path = trace_dir / result.trace.path.name
+    return JobOutcome("ok", None, trace_dir, time.monotonic() - started, result)
 
 
 def default_traces_root() -> Path:

@@ -13,11 +13,11 @@ import queue
 import threading
 from pathlib import Path
 
-from edgekit.devices import inventory
-from edgekit.devices.inventory import DeviceEntry
+from edgekit import inventory
 from edgekit.errors import UnknownName
 from edgekit.farm.backend import Job, JobOutcome
 from edgekit.farm.job import default_traces_root, run_job_here
+from edgekit.inventory import DeviceEntry
 
 _Item = tuple[Job, "concurrent.futures.Future[JobOutcome]"] | None
 

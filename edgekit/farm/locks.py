@@ -19,20 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from edgekit import paths
-from edgekit.errors import EdgekitError
+from edgekit.errors import DeviceBusy
 
 _POLL_S = 0.1
 _thread_guard = threading.Lock()
 _held_here: set[str] = set()  # flock is per open file, so two threads of one process need this too
-
-
-class DeviceBusy(EdgekitError):
-    """The device is locked by another job (this process or another); a transient condition."""
-
-    def __init__(self, device: str, holder: str, waited_s: float) -> None:
-        self.device = device
-        self.holder = holder
-        super().__init__(f"device '{device}' is busy (locked by {holder}); waited {waited_s:g}s")
 
 
 def lock_path(device: str) -> Path:

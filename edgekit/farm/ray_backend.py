@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 from edgekit import paths
-from edgekit.devices.inventory import DeviceEntry
 from edgekit.errors import ConfigError, UnknownName
 from edgekit.farm.backend import Job, JobOutcome, OutcomeStatus, device_resource
 from edgekit.farm.ray_node import (
@@ -47,6 +46,7 @@ from edgekit.farm.ray_node import (
     import_ray,
     is_loopback,
 )
+from edgekit.inventory import DeviceEntry
 
 CONNECT_TIMEOUT_S = 60.0
 RESOURCE_WAIT_S = 60.0  # how long a job waits for its device's node to be (back) in the cluster
@@ -68,7 +68,7 @@ class _NoSigtermNotice(logging.Filter):
 
 def _node_entry(name: str) -> DeviceEntry:
     """The device as the node's own inventory has it (its origin decides the device's Python)."""
-    from edgekit.devices import inventory
+    from edgekit import inventory
 
     entry = inventory.get(name, os.environ.get(INVENTORY_ENV) or None)
     if entry.origin == "builtin":

@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.devices import inventory
-from edgekit.devices.inventory import DeviceEntry
-from edgekit.errors import ConfigError, EdgekitError
+from edgekit import inventory
+from edgekit.errors import ConfigError, EdgekitError, RayNodeError
 from edgekit.farm.backend import device_resource
+from edgekit.inventory import DeviceEntry
 
 LOOPBACK = "127.0.0.1"
 KV_NAMESPACE = "edgekit_farm"
@@ -45,10 +45,6 @@ NODE_TAG_ENV = "EDGEKIT_RAY_NODE"  # every process of a node inherits it: how st
 READY_FILE = "node.json"
 LOG_FILE = "node.log"
 DEFAULT_OBJECT_STORE_MB = 256
-
-
-class RayNodeError(EdgekitError):
-    """A Ray node that could not be started, joined or stopped."""
 
 
 # Ray's own switch: with it off, Ray resolves "127.0.0.1" to 127.0.0.1 instead of the host's routable

@@ -20,85 +20,28 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import re
-import shutil
 import signal
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from rich.console import Console
 
-from edgekit import paths
-from edgekit.errors import EdgekitError, ParityError
+from edgekit.errors import EdgekitError, StoreBusy
 from edgekit.farm.backend import Backend, Job, JobOutcome
 from edgekit.farm.config import Cell, Farm, expand, select_devices
 from edgekit.farm.display import DeviceRow, FarmView
+from edgekit.farm.exporter import Artifact, Exporter
 from edgekit.farm.local import LocalBackend
-from edgekit.store.errors import StoreError
 
 __all__ = ["FarmResult", "LocalBackend", "run_farm"]
 
 MAX_BACKOFF_S = 300.0
 STORE_BUSY_WAIT_S = 60.0
 _POLL_S = 0.2
-
-
-@dataclass
-class _Artifact:
-    path: Path | None = None
-    sha: str | None = None
-    error: str | None = None  # the export failed: every cell of it fails with this reason
-
-
-class _Exporter:
-    """Exports (model, recipe) pairs in a daemon thread, in the order given, and keeps the outcomes."""
-
-    def __init__(self, farm: Farm, pairs: list[tuple[str, str]]) -> None:
-        self.farm = farm
-        self.pairs = pairs
-        self.root = paths.home() / "farm" / farm.name / "artifacts"
-        self._done: dict[tuple[str, str], _Artifact] = {}
-        self._lock = threading.Lock()
-        self.thread = threading.Thread(target=self._loop, name="farm-export", daemon=True)
-        self.stop = threading.Event()
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def get(self, pair: tuple[str, str]) -> _Artifact | None:
-        with self._lock:
-            return self._done.get(pair)
-
-    def _loop(self) -> None:
-        for pair in self.pairs:
-            if self.stop.is_set():
-                return
-            result = self._export(*pair)
-            with self._lock:
-                self._done[pair] = result
-
-    def _export(self, model: str, recipe_name: str) -> _Artifact:
-        from edgekit.devices.push import digest_artifact
-        from edgekit.export.pipeline import export
-
-        out = self.root / f"{re.sub(r'[^A-Za-z0-9._-]', '_', model)}--{recipe_name}"
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            if out.exists():  # a previous run's copy: export again (a cache hit, so only a copy)
-                shutil.rmtree(out)
-            result = export(model, self.farm.recipes[recipe_name], out)
-            return _Artifact(result.out_dir, digest_artifact(result.out_dir).sha256)
-        except ParityError as exc:
-            return _Artifact(error=f"export failed the parity gate: {'; '.join(exc.failures)}")
-        except EdgekitError as exc:
-            return _Artifact(error=f"export failed: {exc}")
-        except Exception as exc:  # a converter's own exception: the cells fail, the farm goes on
-            return _Artifact(error=f"export failed: {type(exc).__name__}: {exc}")
 
 
 @dataclass
@@ -173,7 +116,7 @@ class FarmResult:
 
 
 def _label(cell: Cell) -> str:
-    return f"{cell.model}/{cell.recipe}/{cell.workload}"
+    return f"{cell.model}/{cell.recipe}/{cell.workload_name}"
 
 
 @contextlib.contextmanager
@@ -186,8 +129,8 @@ def _store() -> Iterator[Any]:
         try:
             store = Store()
             break
-        except StoreError as exc:
-            if "in use" not in str(exc) or time.monotonic() > deadline:
+        except StoreBusy:
+            if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
     try:
@@ -215,22 +158,9 @@ def _sigint_sets(stop: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-@contextlib.contextmanager
-def _quiet_export_progress(live: bool) -> Iterator[None]:
-    """Exports run beside the live table; their spinners would fight it for the terminal."""
-    from edgekit import _progress
-
-    before = _progress.console.quiet
-    _progress.console.quiet = before or live
-    try:
-        yield
-    finally:
-        _progress.console.quiet = before
-
-
 class _Driver:
     def __init__(self, farm: Farm, backend: Backend, view: FarmView, devices: dict[str, _Device],
-                 exporter: _Exporter, result: FarmResult) -> None:
+                 exporter: Exporter, result: FarmResult) -> None:
         self.farm = farm
         self.backend = backend
         self.view = view
@@ -256,9 +186,9 @@ class _Driver:
     def _record(self, cell: Cell) -> Any:
         from edgekit.store.farm import CellRecord
 
-        return CellRecord(self.farm.name, cell.key, cell.model, cell.recipe, cell.device, cell.workload)
+        return CellRecord(self.farm.name, cell.key, cell.model, cell.recipe, cell.device, cell.workload_name)
 
-    def _record_ok(self, dev: _Device, pending: _Pending, outcome: JobOutcome, artifact: _Artifact) -> None:
+    def _record_ok(self, dev: _Device, pending: _Pending, outcome: JobOutcome, artifact: Artifact) -> None:
         from edgekit.store.farm import ingest_cell
 
         cell = pending.cell
@@ -266,7 +196,7 @@ class _Driver:
         try:
             with _store() as store:
                 ingest_cell(store, self._record(cell), outcome.trace_dir / "trace.jsonl", artifact.path,
-                            pending.attempt, artifact.sha)
+                            pending.attempt, artifact.sha, outcome.result)
         except EdgekitError as exc:
             self._failure(dev, pending, "permanent", f"the trace could not be stored: {exc}", artifact.sha)
             return
@@ -318,7 +248,7 @@ class _Driver:
         assert future is not None and pending is not None
         dev.future = dev.running = None
         dev.row.state = "idle"
-        artifact = self.exporter.get((pending.cell.model, pending.cell.recipe)) or _Artifact()
+        artifact = self.exporter.get((pending.cell.model, pending.cell.recipe)) or Artifact()
         try:
             outcome = future.result()
         except Exception as exc:  # the backend itself failed (a lost Ray task, a bug): retry it
@@ -352,7 +282,7 @@ class _Driver:
             dev.queue.pop(0)
             cell = pending.cell
             job = Job(farm=self.farm.name, cell_key=cell.key, model=cell.model, recipe=cell.recipe,
-                      device=cell.device, workload=cell.workload, request=dict(cell.request),
+                      device=cell.device, workload_name=cell.workload_name, workload=cell.workload,
                       artifact_dir=artifact.path, artifact_sha=artifact.sha, attempt=pending.attempt)
             dev.running, dev.submitted_at = pending, time.monotonic()
             try:
@@ -423,7 +353,7 @@ def run_farm(farm: Farm, backend: Backend | None = None, *, console: Console | N
         devices[cell.device].queue.append(_Pending(cell))
         devices[cell.device].row.total += 1
     pairs = list(dict.fromkeys((c.model, c.recipe) for c in todo))
-    exporter = _Exporter(farm, pairs)
+    exporter = Exporter(farm, pairs)
     view = FarmView(f"farm {farm.name}", [d.row for d in devices.values()], console, live)
     if result.skipped:
         console.print(f"resuming farm '{farm.name}': {result.skipped} of {len(cells)} cells already in the "
@@ -432,7 +362,7 @@ def run_farm(farm: Farm, backend: Backend | None = None, *, console: Console | N
         console.print(f"farm '{farm.name}': {len(cells)} cells on {len(entries)} device(s), "
                       f"{len(pairs)} artifact(s) to export", highlight=False)
     try:
-        with _sigint_sets(stop), _quiet_export_progress(view.live_enabled), view:
+        with _sigint_sets(stop), view:
             exporter.start()
             _Driver(farm, backend, view, devices, exporter, result).loop(stop, grace_s)
     finally:

@@ -47,14 +47,14 @@ def build_tiny(arch: str) -> Any:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from edgekit.export.parity import corpus_text
+    from edgekit.data import training_text
     from edgekit.models.loading import ByteTokenizer
 
     cfg = TINY_CONFIGS[arch]
     config = AutoConfig.for_model(cfg["model_type"], **{k: v for k, v in cfg.items() if k != "model_type"})
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
-    ids = torch.tensor(ByteTokenizer(cfg["vocab_size"]).encode(corpus_text()))
+    ids = torch.tensor(ByteTokenizer(cfg["vocab_size"]).encode(training_text()))
     generator = torch.Generator().manual_seed(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     model.train()

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from edgekit.devices.base import Device
+from edgekit.workload import DEFAULT_THRESHOLD_C
 
-DEFAULT_THRESHOLD_C = 45.0
 POLL_S = 1.0
 # One line per zone (millidegrees), then the battery's capacity and status where it has one.
 _PROBE = r"""

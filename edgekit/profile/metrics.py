@@ -11,10 +11,13 @@ Per measured repetition:
   per phase = mean power over prefill and over decode. A cumulative energy counter, when the source has
   one, is used instead of integrating power (with wrap handling).
 Memory (survey-style breakdown), at the peak RSS of the measured runs: weights = the artifact's model
-files' bytes (resident once loaded), KV cache =
-from the manifest's layout (static programs allocate max_context; past/present graphs hold P + G),
-runtime = peak RSS - weights - KV cache.
+files' bytes (resident once loaded), KV cache from the manifest's layout (static programs allocate
+max_context; past/present graphs hold P + G), runtime = peak RSS - weights - KV cache, and the runtime
+part split into compute and other by the idle-baseline RSS (``split_runtime_memory``).
 A value known to be invalid is None with a reason, never a guess.
+
+``METRICS`` is the registry of reported metrics (key, source field, unit, direction): the store, the
+reports, the comparisons and the CLI iterate it instead of naming metrics themselves.
 """
 
 from __future__ import annotations
@@ -26,7 +29,30 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from edgekit.manifest import Manifest
 from edgekit.profile.trace import Trace
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One reported metric: the ``RunMetrics`` field (and store column) it comes from, how to show it."""
+
+    key: str  # the name reports and JSON use
+    column: str  # the RunMetrics field / runs column holding the per-repetition value
+    label: str
+    unit: str
+    higher_is_better: bool
+    scale: float = 1.0  # reported value = stored value * scale
+
+
+# The metrics every report, comparison and the CLI summarise per repetition (median, p90, CV, 95% CI).
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("ttft_ms", "ttft_ms", "TTFT", "ms", higher_is_better=False),
+    MetricSpec("prefill_tok_s", "prefill_tok_s", "prefill", "tok/s", higher_is_better=True),
+    MetricSpec("decode_tok_s", "decode_tok_s", "decode", "tok/s", higher_is_better=True),
+    MetricSpec("peak_mem_mb", "peak_rss_kb", "peak memory", "MB", higher_is_better=False, scale=1 / 1024),
+    MetricSpec("energy_per_token_mj", "energy_per_token_mj", "energy", "mJ/tok", higher_is_better=False),
+)
 
 NO_SENSOR = "no power sensor on this device"
 CHARGING = "device was charging and has no rail sensor: battery power is not what the SoC drew"
@@ -67,6 +93,7 @@ class ProfileMetrics:
     temperature_max_c: float | None
     freq_mean_khz: float | None
     self_hwm_kb: int | None
+    baseline_rss_kb: int | None  # the runner's RSS in the idle baseline window (before the model loads)
 
     @property
     def ok_runs(self) -> list[RunMetrics]:
@@ -89,11 +116,33 @@ class ProfileMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["summary"] = {
-            name: {"median": self.median(name), "cv": self.cv(name)}
-            for name in ("ttft_ms", "prefill_tok_s", "decode_tok_s", "decode_ms_p50", "energy_per_token_mj")
-        }
+        out["summary"] = {m.key: {"median": _scaled(self.median(m.column), m.scale), "cv": self.cv(m.column)}
+                          for m in METRICS}  # fmt: skip
         return out
+
+
+def _scaled(value: float | None, scale: float) -> float | None:
+    return None if value is None else value * scale
+
+
+def stored_run_fields() -> tuple[str, ...]:
+    """The per-repetition metric fields stored with every run (the raw step gaps are not)."""
+    return tuple(f for f in RunMetrics.__dataclass_fields__ if f not in ("run", "ok", "error", "decode_ms"))
+
+
+def ms_per_token(decode_tok_s: float | None) -> float | None:
+    """Decode latency per token, as the SLM survey reports it."""
+    return 1000.0 / decode_tok_s if decode_tok_s else None
+
+
+def split_runtime_memory(runtime_kb: float | None, baseline_rss_kb: float | None) -> tuple[float | None, float | None]:
+    """(compute, other) of the runtime part of the memory breakdown, as the SLM survey draws it: "other"
+    is the runner process's resident memory in the idle baseline window before the model is loaded
+    (interpreter, runtime libraries), "compute" the rest (activations, scratch, allocator slack). Without a
+    baseline, other is unknown and compute is the whole runtime part."""
+    if runtime_kb is None:
+        return None, baseline_rss_kb
+    return runtime_kb - (baseline_rss_kb or 0.0), baseline_rss_kb
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -260,20 +309,25 @@ def _run_metrics(
 
 
 def memory_breakdown(
-    manifest: dict[str, Any], prompt_len: int, gen_len: int, peak_rss_kb: int | None
+    manifest: Manifest, prompt_len: int, gen_len: int, peak_rss_kb: int | None
 ) -> dict[str, int | None]:
     # Weights: every model file of the artifact (an ONNX graph may keep its tensors in a .data file).
-    weights_kb = sum(f["bytes"] for f in manifest["files"] if f["name"] != "manifest.json") // 1024
-    kv = manifest["kv_cache"]
-    if kv["kind"] == "static-buffers-in-program":
-        kv_kb = kv["bytes_at_max_context"] // 1024
-    else:
-        kv_kb = kv["bytes_per_token"] * (prompt_len + gen_len) // 1024
+    weights_kb = manifest.weights_bytes // 1024
+    kv_kb = manifest.kv_cache.bytes_for(prompt_len + gen_len) // 1024
     runtime_kb = peak_rss_kb - weights_kb - kv_kb if peak_rss_kb is not None else None
     return {"weights_kb": weights_kb, "kv_cache_kb": kv_kb, "runtime_kb": runtime_kb, "peak_rss_kb": peak_rss_kb}
 
 
-def compute_metrics(trace: Trace, manifest: dict[str, Any]) -> ProfileMetrics:
+def _baseline_rss_kb(trace: Trace) -> int | None:
+    starts, ends = trace.events_named("baseline_start"), trace.events_named("baseline_end")
+    if not starts or not ends:
+        return None
+    window = _window(trace.samples, starts[0]["ts_ns"], ends[0]["ts_ns"])
+    rss = [s["rss_kb"] for s in window if isinstance(s.get("rss_kb"), int)]
+    return int(statistics.median(rss)) if rss else None
+
+
+def compute_metrics(trace: Trace, manifest: Manifest) -> ProfileMetrics:
     w = trace.workload
     measured: dict[int, list[dict[str, Any]]] = {}
     for event in trace.events:
@@ -305,4 +359,5 @@ def compute_metrics(trace: Trace, manifest: dict[str, Any]) -> ProfileMetrics:
         temperature_max_c=max(temps) if temps else None,
         freq_mean_khz=statistics.fmean(freqs) if freqs else None,
         self_hwm_kb=trace.footer.get("self_hwm_kb"),
+        baseline_rss_kb=_baseline_rss_kb(trace),
     )

@@ -1,47 +1,30 @@
-"""The native runner on a phone: locating its build, pushing it with the sh agent, building the argv.
+"""The native runner as a runner: its build located, pushed with the sh agent, its command line.
 
-The bundle is the runner binary, its shared libraries and ``device_agents/android/agent.sh``, staged as
-one directory and pushed with the content-addressed verified push (so it lands once per build at
-``<workdir>/artifacts/<sha256>/``, like an artifact). Builds live under ``android_harness/build/``: the
-host build (``build/host``, made by ``build_host.sh``) serves devices whose ABI is this host's machine
-(the emulated phone); an NDK build for an Android ABI is looked for in ``build/android-<abi>``.
-This module only prepares; ``run.py`` runs and pulls.
+The bundle is the runner binary, its shared libraries and ``device_agents/android/agent.sh``, pushed as
+one content-addressed bundle (``runner.push_bundle``), so it lands once per build. Builds live under
+``android_harness/build/``: the host build (``build/host``, made by ``build_host.sh``) serves devices
+whose ABI is this host's machine (the emulated phone); an NDK build for an Android ABI is looked for in
+``build/android-<abi>``. This module only prepares; ``run.py`` runs and pulls.
 """
 
 from __future__ import annotations
 
 import platform
 import posixpath
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekit.devices.base import Device
-from edgekit.profile.errors import NativeRunnerMissing
+from edgekit.errors import NativeRunnerMissing
+from edgekit.manifest import Manifest
+from edgekit.profile.runner import RunFiles, RunnerKind, Target, common_flags, push_bundle
+from edgekit.workload import Workload
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT_SH = REPO / "device_agents" / "android" / "agent.sh"
 BUILD_ROOT = REPO / "android_harness" / "build"
 RUNNER_NAME = "edgekit_runner"
+RUNTIMES = ("executorch",)
 _HOST_ABIS = {"x86_64": ("x86_64", "amd64"), "aarch64": ("arm64-v8a", "aarch64", "arm64")}
-
-
-@dataclass(frozen=True)
-class NativeBundle:
-    remote_dir: str
-
-    @property
-    def agent(self) -> str:
-        return posixpath.join(self.remote_dir, "agent.sh")
-
-    @property
-    def runner(self) -> str:
-        return posixpath.join(self.remote_dir, "bin", RUNNER_NAME)
-
-    @property
-    def lib_dir(self) -> str:
-        return posixpath.join(self.remote_dir, "lib")
 
 
 def build_dir(abi: str | None) -> Path:
@@ -63,50 +46,44 @@ def build_dir(abi: str | None) -> Path:
     )
 
 
-def push_bundle(device: Device, workdir: str, abi: str | None) -> NativeBundle:
-    from edgekit.devices.push import push_artifact
-
+def bundle_files(abi: str | None) -> dict[str, Path]:
     build = build_dir(abi)
-    with tempfile.TemporaryDirectory(prefix="edgekit-native-") as tmp:
-        stage = Path(tmp) / "bundle"
-        (stage / "bin").mkdir(parents=True)
-        shutil.copy2(build / "bin" / RUNNER_NAME, stage / "bin" / RUNNER_NAME)
-        shutil.copytree(build / "lib", stage / "lib")
-        shutil.copy2(AGENT_SH, stage / "agent.sh")
-        result = push_artifact(device, stage, workdir)
-    bundle = NativeBundle(result.remote_path)
-    # Not every transport keeps the executable bit.
-    device.run(["chmod", "755", bundle.runner], timeout_s=30.0, check=True)
-    return bundle
+    files = {f"bin/{RUNNER_NAME}": build / "bin" / RUNNER_NAME, "agent.sh": AGENT_SH}
+    files.update({f"lib/{p.name}": p for p in sorted((build / "lib").iterdir()) if p.is_file()})
+    return files
 
 
-def agent_argv(
-    bundle: NativeBundle,
-    manifest: dict,
-    artifact_remote: str,
-    remote_out: str,
-    sha256: str,
-    device_json: str,
-    flags: dict[str, str],
-) -> list[str]:
-    return [
-        "sh",
-        bundle.agent,
-        "--runner",
-        bundle.runner,
-        "--lib-dir",
-        bundle.lib_dir,
-        "--model",
-        posixpath.join(artifact_remote, str(manifest["artifact"])),
-        "--out",
-        remote_out,
-        *(item for key, value in flags.items() for item in (key, value)),
-        "--device-json",
-        device_json,
-        "--artifact-sha",
-        sha256,
-        "--model-id",
-        str(manifest["model"]["id"]),
-        "--recipe",
-        str(manifest["recipe"]["name"]),
-    ]
+@dataclass(frozen=True)
+class PreparedNative:
+    remote_dir: str
+    runtime_version: str | None = None
+    kind: RunnerKind = "native"
+
+    @property
+    def agent(self) -> str:
+        return posixpath.join(self.remote_dir, "agent.sh")
+
+    @property
+    def runner(self) -> str:
+        return posixpath.join(self.remote_dir, "bin", RUNNER_NAME)
+
+    @property
+    def lib_dir(self) -> str:
+        return posixpath.join(self.remote_dir, "lib")
+
+    def argv(self, manifest: Manifest, workload: Workload, files: RunFiles) -> list[str]:
+        return ["sh", self.agent, "--runner", self.runner, "--lib-dir", self.lib_dir,
+                *common_flags(manifest, workload, files)]  # fmt: skip
+
+
+class NativeRunner:
+    kind: RunnerKind = "native"
+
+    def runtimes(self) -> tuple[str, ...]:
+        return RUNTIMES
+
+    def prepare(self, target: Target, runtime: str) -> PreparedNative:
+        prepared = PreparedNative(push_bundle(target.device, target.workdir, bundle_files(target.abi)))
+        # Not every transport keeps the executable bit.
+        target.device.run(["chmod", "755", prepared.runner], timeout_s=30.0, check=True)
+        return prepared

@@ -9,26 +9,18 @@ monotonic clock through the trace's ``clock_sync`` events. This module computes 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import TraceError
 
 SCHEMA_VERSION = 1
 _HEADER_KEYS = ("agent", "device", "artifact", "workload")
 _WORKLOAD_KEYS = ("prompt_len", "gen_len", "warmup", "runs", "threads", "sample_ms")
-
-
-class TraceError(EdgekitError):
-    def __init__(self, path: Path, problem: str, kept_at: Path | None = None) -> None:
-        self.path = path
-        self.problem = problem
-        self.kept_at = kept_at
-        where = f" (kept at {kept_at})" if kept_at else ""
-        super().__init__(f"trace '{path}' rejected: {problem}{where}")
 
 
 @dataclass
@@ -38,6 +30,7 @@ class Trace:
     events: list[dict[str, Any]]
     samples: list[dict[str, Any]]
     footer: dict[str, Any]
+    trace_id: str = ""  # sha256 of the file's bytes: the trace's identity in the store
 
     @property
     def workload(self) -> dict[str, Any]:
@@ -126,16 +119,31 @@ def _map_boot_clock(path: Path, events: list[dict[str, Any]], samples: list[dict
         sample["ts_ns"] = sample["ts_boot_ns"] - nearest["ts_boot_ns"] + nearest["ts_ns"]
 
 
-def load_trace(path: Path) -> Trace:
-    """Read and validate ``path``; on failure it is moved aside to ``<name>.rejected``."""
-    path = Path(path)
+def parse_bytes(path: Path, data: bytes) -> Trace:
+    """Validate exactly these bytes (the file may change under us); raises TraceError without touching it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TraceError(path, "not UTF-8 text") from exc
+    trace = parse_lines(path, text.splitlines())
+    trace.trace_id = hashlib.sha256(data).hexdigest()
+    return trace
+
+
+def read_bytes(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
     except FileNotFoundError as exc:
         raise TraceError(path, "file does not exist") from exc
-    except UnicodeDecodeError as exc:
-        raise _reject(path, "not UTF-8 text") from exc
+    except OSError as exc:
+        raise TraceError(path, f"cannot read it ({exc.strerror})") from exc
+
+
+def load_trace(path: Path) -> Trace:
+    """Read and validate ``path`` once; on failure it is moved aside to ``<name>.rejected``."""
+    path = Path(path)
+    data = read_bytes(path)
     try:
-        return parse_lines(path, text.splitlines())
+        return parse_bytes(path, data)
     except TraceError as exc:
         raise _reject(path, exc.problem) from exc

@@ -12,6 +12,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from edgekit.profile.metrics import METRICS
 from edgekit.report.stats import Summary, summarize
 from edgekit.store.db import Store
 from edgekit.store.queries import Filters, select_runs
@@ -19,24 +20,6 @@ from edgekit.store.queries import Filters, select_runs
 UNSTABLE_CV = 0.05
 
 
-@dataclass(frozen=True)
-class Metric:
-    key: str
-    column: str
-    label: str
-    unit: str
-    scale: float = 1.0
-    higher_is_better: bool = False
-
-
-METRICS: tuple[Metric, ...] = (
-    Metric("ttft_ms", "ttft_ms", "TTFT", "ms"),
-    Metric("prefill_tok_s", "prefill_tok_s", "prefill", "tok/s", higher_is_better=True),
-    Metric("decode_tok_s", "decode_tok_s", "decode", "tok/s", higher_is_better=True),
-    Metric("peak_mem_mb", "peak_rss_kb", "peak memory", "MB", 1 / 1024),
-    Metric("energy_per_token_mj", "energy_per_token_mj", "energy", "mJ/tok"),
-)
-METRIC_BY_KEY = {m.key: m for m in METRICS}
 CELL_KEY = ("device_id", "artifact_sha256", "prompt_len", "gen_len", "warmup", "threads")
 _DESCRIPTIVE = ("model_id", "params", "architecture", "recipe", "target", "quant_scheme", "quant_bits")
 

@@ -15,11 +15,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from edgekit.report.cells import METRICS, Cell, report_cells
+from edgekit.errors import NoMatchingRuns, StoreError
+from edgekit.profile.metrics import METRICS
+from edgekit.report.cells import Cell, report_cells
 from edgekit.report.render import fmt_number
 from edgekit.report.stats import bootstrap_ratio_ci
 from edgekit.store.db import Store
-from edgekit.store.errors import NoMatchingRuns, StoreError
 from edgekit.store.queries import Filters, known_names
 
 _WORKLOAD = ("prompt_len", "gen_len", "warmup", "threads")

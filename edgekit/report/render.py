@@ -15,8 +15,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from edgekit.profile.metrics import METRICS, MetricSpec
 from edgekit.report import FORMATS
-from edgekit.report.cells import METRICS, Cell, Metric
+from edgekit.report.cells import Cell
 from edgekit.report.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, Summary
 
 __all__ = ["FORMATS", "render_text", "to_csv", "to_json", "to_markdown", "to_table"]
@@ -79,7 +80,7 @@ def row_cells(cell: Cell) -> list[str]:
     return [*out, _flags(cell)]
 
 
-def _metric_doc(metric: Metric) -> str:
+def _metric_doc(metric: MetricSpec) -> str:
     return f"{metric.key}: {metric.label} in {metric.unit}"
 
 

@@ -2,13 +2,10 @@
 and Insights" (4-bit weights, a 50-token prompt, 50 generated tokens, 10 s between tests) and its table.
 
 The table is built from the store (runs with P=50, G=50 on 4-bit artifacts): model, parameters, device,
-prefill latency of the 50-token prompt (median TTFT), decode latency per token (median over runs of
-1000 / decode tok/s), and memory in MB split as the survey draws it. The split reuses the stored
-breakdown of ``edgekit.profile.metrics.memory_breakdown`` (weights, KV cache, runtime = peak RSS - weights
-- KV cache) and divides its runtime part in two: "other" is the runner process's resident memory in the
-idle baseline window before the model is loaded (interpreter, runtime libraries), "compute" is the rest
-(activations, scratch buffers, allocator slack). When the baseline RSS is unknown, "other" is empty and
-"compute" holds the whole runtime part.
+prefill latency of the 50-token prompt (median TTFT), decode latency per token (median over runs) and
+memory in MB split as the survey draws it (weights / KV cache / compute / other). Every formula is
+``edgekit.profile.metrics``'s (``memory_breakdown``, ``split_runtime_memory``, ``ms_per_token``); this
+module only groups stored values and takes medians.
 
 Reference rows (the survey's published figures, typed in by the user) come from a CSV with the columns
 ``REFERENCE_COLUMNS``; see ``read_reference_csv``. Running the protocol lives in ``study_run.py``.
@@ -26,10 +23,12 @@ from typing import Any
 
 from rich.table import Table
 
+from edgekit.errors import NoMatchingRuns, StoreError
+from edgekit.profile.metrics import ms_per_token, split_runtime_memory
 from edgekit.report.render import fmt_params
 from edgekit.store.db import Store
-from edgekit.store.errors import NoMatchingRuns, StoreError
 from edgekit.store.queries import Filters, select_runs
+from edgekit.workload import Workload
 
 
 @dataclass(frozen=True)
@@ -43,6 +42,11 @@ class Protocol:
     weight_bits: int
     runs: int = 5
     warmup: int = 1
+
+    def workload(self) -> Workload:
+        """The protocol's workload; the gap between tests is its cool-down."""
+        return Workload(prompt_len=self.prompt_len, gen_len=self.gen_len, runs=self.runs, warmup=self.warmup,
+                        cooldown_s=self.gap_s)  # fmt: skip
 
 
 PROTOCOLS = {
@@ -111,14 +115,14 @@ def measured_rows(store: Store, protocol: Protocol, models: list[str], devices: 
         ok = [r for r in members if r["ok"]]
         traces = list({r["trace_id"]: r for r in members}.values())
         runtime = _median([t["runtime_kb"] for t in traces if t["runtime_kb"] is not None])
-        other = _median([t["baseline_rss_kb"] for t in traces if t["baseline_rss_kb"] is not None])
-        compute = None if runtime is None else runtime - (other or 0.0)
+        compute, other = split_runtime_memory(
+            runtime, _median([t["baseline_rss_kb"] for t in traces if t["baseline_rss_kb"] is not None]))
         out.append(StudyRow(
             model=model,
             params=members[0]["params"],
             device=device,
             prefill_ms=_median([r["ttft_ms"] for r in ok if r["ttft_ms"] is not None]),
-            decode_ms_per_token=_median([1000 / r["decode_tok_s"] for r in ok if r["decode_tok_s"]]),
+            decode_ms_per_token=_median([v for r in ok if (v := ms_per_token(r["decode_tok_s"])) is not None]),
             weights_mb=_mb(_median([t["weights_kb"] for t in traces if t["weights_kb"] is not None])),
             kv_cache_mb=_mb(_median([t["kv_cache_kb"] for t in traces if t["kv_cache_kb"] is not None])),
             compute_mb=_mb(compute),

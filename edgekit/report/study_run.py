@@ -8,24 +8,17 @@ Profiling is the profiler's job (``edgekit.profile.run.profile``) and exporting 
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from edgekit import paths
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, StudyError
+from edgekit.measure import profile_and_store
+from edgekit.profile.run import ProfileRequest
 from edgekit.report.study import Protocol
 from edgekit.store.db import Store
-from edgekit.store.ingest import ingest_trace
-
-PROFILER_MODULE = "edgekit.profile.run"
-
-
-class StudyError(EdgekitError):
-    """A study that cannot run (the profiler missing, a recipe that is not the protocol's)."""
 
 
 @dataclass
@@ -34,20 +27,6 @@ class StudyTest:
     device: str
     trace_path: Path | None = None
     error: str | None = None
-
-
-def _profiler() -> Any:
-    try:
-        module = importlib.import_module(PROFILER_MODULE)
-    except ImportError as exc:
-        raise StudyError(
-            f"the profiler ({PROFILER_MODULE}) is not available in this edgekit ({exc}); "
-            "print the table from stored runs with --no-run"
-        ) from exc
-    for name in ("profile", "ProfileRequest"):
-        if not hasattr(module, name):
-            raise StudyError(f"the profiler ({PROFILER_MODULE}) has no '{name}'; print stored runs with --no-run")
-    return module
 
 
 def _artifact_dir(model: str, recipe: str) -> Path:
@@ -78,7 +57,6 @@ def run_protocol(
     """Every model on every device; a failed test is reported and the study goes on."""
     if recipe not in protocol.recipes:
         raise StudyError(f"protocol '{protocol.name}' uses {', '.join(protocol.recipes)}; got recipe '{recipe}'")
-    profiler = _profiler()
     artifacts = {model: _artifact_dir(model, recipe) for model in models}
     tests: list[StudyTest] = []
     for model in models:
@@ -86,14 +64,10 @@ def run_protocol(
             if tests:
                 time.sleep(protocol.gap_s)  # the protocol's pause between tests
             test = StudyTest(model, device)
-            request = profiler.ProfileRequest(
-                artifact_dir=artifacts[model], prompt_len=protocol.prompt_len, gen_len=protocol.gen_len,
-                runs=protocol.runs, warmup=protocol.warmup, cooldown_s=protocol.gap_s,
-            )  # fmt: skip
+            request = ProfileRequest(artifacts[model], protocol.workload())
             try:
-                result = profiler.profile(request, device, inventory=inventory, python=python)
-                test.trace_path = Path(result.trace_dir) / "trace.jsonl"
-                ingest_trace(test.trace_path, artifacts[model], store=store)
+                done = profile_and_store(request, device, inventory=inventory, python=python, store=store)
+                test.trace_path = done.result.trace.path
             except EdgekitError as exc:
                 test.error = str(exc)
             tests.append(test)

@@ -14,7 +14,7 @@ from types import TracebackType
 import duckdb
 
 from edgekit import paths
-from edgekit.store.errors import StoreError
+from edgekit.errors import StoreBusy, StoreError
 from edgekit.store.migrations import Migration, migrate
 
 DB_NAME = "results.duckdb"
@@ -48,11 +48,9 @@ class Store:
         try:
             self.con = duckdb.connect(str(self.db_path))
         except duckdb.Error as exc:
+            # DuckDB says so only in its message: this is the boundary where its text becomes a type.
             if "lock" in str(exc).lower():
-                raise StoreError(
-                    f"the results database '{self.db_path}' is in use by another edgekit process; "
-                    f"wait for it to finish ({str(exc).splitlines()[0]})"
-                ) from exc
+                raise StoreBusy(self.db_path, str(exc).splitlines()[0]) from exc
             raise StoreError(f"cannot open the results database '{self.db_path}': {exc}") from exc
         try:
             self.applied_now = migrate(self.con, migrations)

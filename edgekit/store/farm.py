@@ -11,12 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
 from edgekit.store.db import Store
-from edgekit.store.ingest import IngestResult, ingest_trace
+from edgekit.store.ingest import IngestResult, ingest_parsed, ingest_trace
+
+if TYPE_CHECKING:
+    from edgekit.profile.run import ProfileResult
 
 _COLUMNS = ("farm", "cell_key", "model", "recipe", "device", "workload", "status", "reason", "attempts",
             "artifact_sha256", "trace_id", "run_ids", "finished_at")  # fmt: skip
@@ -38,7 +41,7 @@ class CellRecord:
     model: str
     recipe: str
     device: str
-    workload: str
+    workload_name: str
 
 
 def _now() -> datetime:
@@ -47,17 +50,20 @@ def _now() -> datetime:
 
 def _write(con: duckdb.DuckDBPyConnection, cell: CellRecord, status: str, reason: str | None, attempts: int,
            sha: str | None, trace_id: str | None, run_ids: list[str] | None) -> None:
-    con.execute(_UPSERT, [cell.farm, cell.cell_key, cell.model, cell.recipe, cell.device, cell.workload, status,
+    con.execute(_UPSERT, [cell.farm, cell.cell_key, cell.model, cell.recipe, cell.device, cell.workload_name, status,
                           reason, attempts, sha, trace_id, run_ids, _now()])
 
 
 def ingest_cell(store: Store, cell: CellRecord, trace_path: Path, artifact_dir: Path, attempts: int,
-                artifact_sha: str) -> IngestResult:
-    """Ingest the cell's trace and mark the cell ok, in one transaction."""
+                artifact_sha: str, result: ProfileResult | None = None) -> IngestResult:
+    """Ingest the cell's trace and mark the cell ok, in one transaction. ``result``: the trace already
+    validated and its metrics computed in this process (nothing is parsed twice); else the file is read."""
 
     def also(con: duckdb.DuckDBPyConnection, trace_id: str, run_ids: list[str]) -> None:
         _write(con, cell, "ok", None, attempts, artifact_sha, trace_id, run_ids)
 
+    if result is not None:
+        return ingest_parsed(result.trace, result.manifest, result.metrics, store=store, also=also)
     return ingest_trace(trace_path, artifact_dir, store=store, also=also)
 
 

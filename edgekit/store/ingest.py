@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -23,19 +22,15 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from edgekit.errors import ArtifactError
-from edgekit.profile.metrics import ProfileMetrics, compute_metrics
-from edgekit.profile.trace import Trace, parse_lines
-from edgekit.store.artifacts import ManifestSource, artifact_row, load_manifest, manifest_beside
+from edgekit.errors import ArtifactError, IngestError, UnknownArtifact
+from edgekit.manifest import Manifest, parse_manifest, read_manifest
+from edgekit.profile.metrics import ProfileMetrics, compute_metrics, stored_run_fields
+from edgekit.profile.trace import Trace, parse_bytes, read_bytes
+from edgekit.store.artifacts import artifact_row, manifest_beside
 from edgekit.store.db import Store
-from edgekit.store.errors import IngestError, UnknownArtifact
 from edgekit.store.samples import write_samples
 
-_RUN_METRIC_FIELDS = (
-    "ttft_ms", "prefill_tok_s", "decode_tok_s", "decode_ms_p50", "decode_ms_p90", "run_wall_ms",
-    "peak_rss_kb", "peak_pss_kb", "energy_j", "energy_gross_j", "energy_per_token_mj",
-    "energy_missing_reason", "avg_power_prefill_w", "avg_power_decode_w",
-)  # fmt: skip
+_RUN_METRIC_FIELDS = stored_run_fields()
 
 
 @dataclass
@@ -58,38 +53,19 @@ def run_id_for(trace_id: str, run: int) -> str:
     return f"{trace_id[:12]}-r{run}"
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError as exc:
-        raise IngestError(path, "file does not exist") from exc
-    except OSError as exc:
-        raise IngestError(path, f"cannot read it ({exc.strerror})") from exc
-
-
-def _parse(path: Path, data: bytes) -> Trace:
-    """Validate exactly the bytes that were hashed (the file may change under us)."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise IngestError(path, "it is not UTF-8 text") from exc
-    return parse_lines(path, text.splitlines())
-
-
 def _resolve_manifest(
-    store: Store, path: Path, trace: Trace, given: ManifestSource | dict[str, Any] | Path | str | None
-) -> tuple[str, dict[str, Any], bool]:
+    store: Store, trace: Trace, given: Manifest | Path | str | None
+) -> tuple[str, Manifest, bool]:
     """(artifact sha256, manifest, whether the store already has it)."""
+    path = trace.path
     header_art = trace.header["artifact"]
     sha = header_art.get("sha256") if isinstance(header_art.get("sha256"), str) else None
-    source: ManifestSource | None
+    source: Manifest | None
     try:
-        if isinstance(given, ManifestSource):
+        if isinstance(given, Manifest):
             source = given
-        elif isinstance(given, dict):
-            source = ManifestSource(given)
         elif given is not None:
-            source = load_manifest(Path(given))
+            source = read_manifest(Path(given))
         else:
             source = manifest_beside(path)
     except ArtifactError as exc:
@@ -100,21 +76,20 @@ def _resolve_manifest(
         row = store.con.execute("SELECT manifest_json FROM artifacts WHERE sha256 = ?", [sha]).fetchone()
         if row is None:
             raise UnknownArtifact(path, sha, header_art.get("model_id"), header_art.get("recipe"))
-        return sha, json.loads(row[0]), True
-    address = source.address
-    if sha is None:
-        sha = address
-    if sha is None:
-        raise IngestError(path, "its header names no artifact sha256 and the manifest has no file to hash")
-    if address is not None and address != sha:
-        raise IngestError(
-            path, f"the trace ran artifact {sha[:12]} but manifest '{source.path}' describes {address[:12]}"
-        )
-    model_id = source.manifest.get("model", {}).get("id")
-    if header_art.get("model_id") and model_id and header_art["model_id"] != model_id:
-        raise IngestError(path, f"the trace ran model '{header_art['model_id']}' but the manifest is for '{model_id}'")
+        try:
+            return sha, parse_manifest(row[0].encode(), f"the store's manifest of {sha[:12]}"), True
+        except ArtifactError as exc:
+            raise IngestError(path, str(exc)) from exc
+    address = source.address()
+    sha = sha or address
+    if address != sha:
+        described = f"{source.model_id}/{source.recipe_name} describes {address[:12]}"
+        raise IngestError(path, f"the trace ran artifact {sha[:12]} but manifest {described}")
+    if header_art.get("model_id") and header_art["model_id"] != source.model_id:
+        raise IngestError(path, f"the trace ran model '{header_art['model_id']}' but the manifest is for "
+                                f"'{source.model_id}'")  # fmt: skip
     known = store.con.execute("SELECT 1 FROM artifacts WHERE sha256 = ?", [sha]).fetchone() is not None
-    return sha, source.manifest, known
+    return sha, source, known
 
 
 def _run_timestamps(trace: Trace) -> dict[int, dict[str, Any]]:
@@ -141,14 +116,6 @@ def _run_timestamps(trace: Trace) -> dict[int, dict[str, Any]]:
 def _first_ts(trace: Trace, name: str) -> int | None:
     events = trace.events_named(name)
     return events[0]["ts_ns"] if events else None
-
-
-def _baseline_rss_kb(trace: Trace) -> int | None:
-    start, end = _first_ts(trace, "baseline_start"), _first_ts(trace, "baseline_end")
-    if start is None or end is None:
-        return None
-    rss = [s["rss_kb"] for s in trace.samples if start <= s["ts_ns"] <= end and isinstance(s.get("rss_kb"), int)]
-    return int(statistics.median(rss)) if rss else None
 
 
 def _trace_row(
@@ -191,7 +158,7 @@ def _trace_row(
         "runtime_kb": metrics.memory.get("runtime_kb"),
         "peak_rss_kb": metrics.memory.get("peak_rss_kb"),
         "peak_pss_kb": metrics.memory.get("peak_pss_kb"),
-        "baseline_rss_kb": _baseline_rss_kb(trace),
+        "baseline_rss_kb": metrics.baseline_rss_kb,
         "temperature_max_c": metrics.temperature_max_c,
         "freq_mean_khz": metrics.freq_mean_khz,
         "self_hwm_kb": metrics.self_hwm_kb,
@@ -264,42 +231,67 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any
         con.unregister("_edgekit_batch")
 
 
-def _metrics(path: Path, trace: Trace, manifest: dict[str, Any]) -> ProfileMetrics:
+def _metrics(trace: Trace, manifest: Manifest) -> ProfileMetrics:
     try:
         return compute_metrics(trace, manifest)
     except (KeyError, StopIteration, TypeError, ValueError, ZeroDivisionError) as exc:
-        raise IngestError(path, f"metrics could not be computed ({type(exc).__name__}: {exc})") from exc
+        raise IngestError(trace.path, f"metrics could not be computed ({type(exc).__name__}: {exc})") from exc
 
 
 def ingest_trace(
     trace_path: Path | str,
-    manifest: ManifestSource | dict[str, Any] | Path | str | None = None,
+    manifest: Manifest | Path | str | None = None,
     *,
     store: Store | None = None,
     also: AlsoWrite | None = None,
 ) -> IngestResult:
-    """Store one trace (see the module docstring); returns what was stored or that it already was.
+    """Read, validate and store one trace file (see the module docstring); a trace already stored is
+    recognised by its bytes' hash before it is parsed."""
+    if store is None:
+        with Store() as own:
+            return ingest_trace(trace_path, manifest, store=own, also=also)
+    path = Path(trace_path)
+    data = read_bytes(path)
+    stored = _already_stored(store, hashlib.sha256(data).hexdigest(), path, also)
+    if stored is not None:
+        return stored
+    return ingest_parsed(parse_bytes(path, data), manifest, store=store, also=also)
+
+
+def _already_stored(store: Store, trace_id: str, path: Path, also: AlsoWrite | None) -> IngestResult | None:
+    con = store.con
+    stored = con.execute("SELECT artifact_sha256, device_id FROM traces WHERE trace_id = ?", [trace_id]).fetchone()
+    if stored is None:
+        return None
+    ids = [r[0] for r in con.execute("SELECT run_id FROM runs WHERE trace_id = ? ORDER BY run", [trace_id]).fetchall()]
+    if also is not None:
+        _also_alone(con, also, trace_id, ids)
+    return IngestResult(trace_id, path, False, stored[1], stored[0], ids)
+
+
+def ingest_parsed(
+    trace: Trace,
+    manifest: Manifest | Path | str | None = None,
+    metrics: ProfileMetrics | None = None,
+    *,
+    store: Store | None = None,
+    also: AlsoWrite | None = None,
+) -> IngestResult:
+    """Store a trace that was already validated (``load_trace``) and, if given, its metrics (computed
+    from it with the same manifest): nothing is read, parsed or computed twice.
 
     ``also`` writes rows that belong with the trace in the same transaction (for a trace already
     stored, in a transaction of its own, so it is idempotent too)."""
     if store is None:
         with Store() as own:
-            return ingest_trace(trace_path, manifest, store=own, also=also)
-    path = Path(trace_path)
-    data = _read_bytes(path)
-    trace_id = hashlib.sha256(data).hexdigest()
-    con = store.con
-    stored = con.execute("SELECT artifact_sha256, device_id FROM traces WHERE trace_id = ?", [trace_id]).fetchone()
+            return ingest_parsed(trace, manifest, metrics, store=own, also=also)
+    path, trace_id, con = trace.path, trace.trace_id, store.con
+    stored = _already_stored(store, trace_id, path, also)
     if stored is not None:
-        query = "SELECT run_id FROM runs WHERE trace_id = ? ORDER BY run"
-        ids = [r[0] for r in con.execute(query, [trace_id]).fetchall()]
-        if also is not None:
-            _also_alone(con, also, trace_id, ids)
-        return IngestResult(trace_id, path, False, stored[1], stored[0], ids)
-    trace = _parse(path, data)
+        return stored
     device_id = trace.header["device"].get("name") or "unknown"
-    sha, manifest_dict, known = _resolve_manifest(store, path, trace, manifest)
-    metrics = _metrics(path, trace, manifest_dict)
+    sha, resolved, known = _resolve_manifest(store, trace, manifest)
+    metrics = metrics or _metrics(trace, resolved)
     samples_path = store.samples_path(trace_id) if trace.samples else None
     runs = _run_rows(trace_id, trace, sha, metrics)
     trace_row = _trace_row(trace_id, path, trace, sha, metrics, samples_path.name if samples_path else None)
@@ -312,7 +304,7 @@ def ingest_trace(
             "ON CONFLICT (device_id) DO UPDATE SET last_seen_at = excluded.last_seen_at",
         )
         if not known:
-            _insert(con, "artifacts", [artifact_row(sha, manifest_dict)], "ON CONFLICT DO NOTHING")
+            _insert(con, "artifacts", [artifact_row(sha, resolved)], "ON CONFLICT DO NOTHING")
         _insert(con, "traces", [trace_row])
         if samples_path is not None:
             write_samples(samples_path, trace_id, trace.samples)
@@ -348,4 +340,4 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-__all__ = ["IngestResult", "ingest_trace", "run_id_for"]
+__all__ = ["IngestResult", "ingest_parsed", "ingest_trace", "run_id_for"]

@@ -12,8 +12,8 @@ from typing import Any
 
 import duckdb
 
+from edgekit.errors import NoMatchingRuns, StoreError
 from edgekit.store.db import Store
-from edgekit.store.errors import NoMatchingRuns, StoreError
 
 RUN_COLUMNS = (
     "r.run_id, r.trace_id, r.run, r.device_id, r.artifact_sha256, r.prompt_len, r.gen_len, r.warmup, r.threads, "

@@ -7,7 +7,7 @@ from types import ModuleType
 
 import pytest
 
-from edgekit.devices import inventory
+from edgekit import inventory
 from edgekit.errors import ConfigError, UnknownName
 
 

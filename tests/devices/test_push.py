@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 import pytest
 
-from edgekit.devices import inventory
+from edgekit import inventory
 from edgekit.devices.push import (
     InsufficientSpace,
     PushError,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from edgekit.errors import ParityError
-from edgekit.export.manifest import read_manifest
 from edgekit.export.pipeline import export
 from edgekit.export.recipes import builtin_recipes, parse_recipe
+from edgekit.manifest import read_manifest
 
 
 def _variant(name: str, **quantize):
@@ -24,13 +24,13 @@ def test_tied_lm_head_is_caught_without_materialising(tmp_path):
     with pytest.raises(ParityError, match=r"only 14 of 15 linear layers quantized"):
         export("tiny-llama", recipe, out)
     m = read_manifest(out)  # kept, and says it failed
-    assert m["gate"]["passed"] is False
-    assert m["quantization"]["linear_quantized"] == 14 and m["quantization"]["linear_float"] == 1
+    assert m.gate.passed is False
+    assert m.quantization.linear_quantized == 14 and m.quantization.linear_float == 1
 
 
 def test_materialised_lm_head_is_quantized(tmp_path):
     result = export("tiny-llama", builtin_recipes()["onnx-int4"], tmp_path / "a")
-    assert result.manifest["quantization"]["linear_quantized"] == 15
+    assert result.manifest.quantization.linear_quantized == 15
 
 
 def test_group_size_that_does_not_divide_is_reported(tmp_path):
@@ -40,8 +40,8 @@ def test_group_size_that_does_not_divide_is_reported(tmp_path):
     with pytest.raises(ParityError, match=r"only 2 of 15 linear layers quantized"):
         export("tiny-llama", recipe, out)
     m = read_manifest(out)
-    assert "lm_head" in m["quantization"]["skipped_layers"]
-    assert len(m["quantization"]["skipped_layers"]) == 13
+    assert "lm_head" in m.quantization.skipped_layers
+    assert len(m.quantization.skipped_layers) == 13
 
 
 def test_failed_thresholds_print_the_numbers(tmp_path):

@@ -72,7 +72,7 @@ class Rig:
 
 
 def _start_rig(home: Path) -> Rig:
-    from edgekit.devices.inventory import emulated_entry
+    from edgekit.inventory import emulated_entry
 
     rig = Rig(home=home, adb_port=free_port(), inventory=home / "devices.yaml")
     entries = []

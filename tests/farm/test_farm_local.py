@@ -141,6 +141,9 @@ def test_sigint_with_no_grace_abandons_running_jobs_at_once_and_stores_no_half_c
         ({"colour": "red"}, r"farm\.yaml: unknown key 'colour'"),
         ({"retries": -1}, r"farm\.yaml: retries: .*greater than or equal to 0"),
         ({"workloads": {"w": {"prompt_len": 8, "gen": 8}}}, r"farm\.yaml: unknown key 'workloads\.w\.gen'"),
+        # The agents' sampler limits, refused when the file is read (they used to fail every cell at run time).
+        ({"workloads": {"w": {"sample_ms": 5}}},
+         r"farm\.yaml: workloads\.w\.sample_ms: must be within 10\.\.100 ms .*got 5"),
         ({"models": ["tiny-nothing"]}, r"unknown model 'tiny-nothing'"),
         ({"recipes": ["onnx-int3"]}, r"unknown recipe 'onnx-int3'"),
         ({"devices": ["pixel-9"]}, r"unknown device 'pixel-9'; known: .*local"),
@@ -179,10 +182,11 @@ _HOLDER = textwrap.dedent(
 
 
 def test_the_device_lock_holds_against_a_second_process(tmp_path: Path) -> None:
-    from edgekit.devices.inventory import DeviceEntry
     from edgekit.farm.backend import Job
     from edgekit.farm.job import run_job_here
     from edgekit.farm.locks import DeviceBusy, device_lock
+    from edgekit.inventory import DeviceEntry
+    from edgekit.workload import Workload
 
     holder = subprocess.Popen([sys.executable, "-c", _HOLDER, "phone-x"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
@@ -193,8 +197,8 @@ def test_the_device_lock_holds_against_a_second_process(tmp_path: Path) -> None:
             pass
         # A job for the locked device comes back transient ("busy"), without touching the device.
         entry = DeviceEntry(name="phone-x", transport="adb", serial="127.0.0.1:1")
-        job = Job(farm="f", cell_key="k", model="m", recipe="r", device="phone-x", workload="w", request={},
-                  artifact_dir=tmp_path, artifact_sha="0" * 64, attempt=1)
+        job = Job(farm="f", cell_key="k", model="m", recipe="r", device="phone-x", workload_name="w",
+                  workload=Workload(), artifact_dir=tmp_path, artifact_sha="0" * 64, attempt=1)
         outcome = run_job_here(job, entry, artifact_dir=tmp_path, traces_root=tmp_path, lock_wait_s=0.3)
         assert outcome.status == "transient" and outcome.trace_dir is None
         assert outcome.reason is not None and f"busy (locked by pid {holder.pid})" in outcome.reason
@@ -232,8 +236,8 @@ def test_the_device_lock_excludes_a_second_thread_of_the_same_process() -> None:
 
 
 def test_matrix_keys_are_stable_and_tags_select_devices(tmp_path: Path) -> None:
-    from edgekit.devices.inventory import DeviceEntry, Tags
     from edgekit.farm.config import expand, load_farm, select_devices
+    from edgekit.inventory import DeviceEntry, Tags
 
     devices = [DeviceEntry(name="p1", transport="adb", serial="s1", tags=Tags(device_class="phone")),
                DeviceEntry(name="b1", transport="local", tags=Tags(device_class="board", labels=["lab-a"])),

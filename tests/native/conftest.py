@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from edgekit.manifest import Manifest, read_manifest
+from edgekit.workload import Workload
+
 REPO = Path(__file__).resolve().parents[2]
 HARNESS = REPO / "android_harness"
 AGENT = REPO / "device_agents" / "android" / "agent.sh"
@@ -48,7 +51,7 @@ def _export(recipe_name: str, out_dir: Path, cache: Path, home: Path) -> Path:
         mp.setenv("EDGEKIT_HOME", str(home))
         mp.setenv("HF_HUB_OFFLINE", "1")
         result = export("tiny-llama", resolve_recipe(recipe_name), out_dir)
-    assert result.passed, f"tiny {recipe_name} export failed its gate: {result.manifest['gate']}"
+    assert result.passed, f"tiny {recipe_name} export failed its gate: {result.manifest.gate}"
     return out_dir
 
 
@@ -111,13 +114,20 @@ def parse_jsonl(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def manifest_of(artifact_dir: Path) -> dict:
-    return json.loads((artifact_dir / "manifest.json").read_text())
+def manifest_of(artifact_dir: Path) -> Manifest:
+    return read_manifest(artifact_dir)
 
 
 def prompt_ids(count: int, vocab: int) -> list[int]:
-    """The rule the runner and the agents share when no ids are given."""
-    return [(i * 7919 + 13) % vocab for i in range(count)]
+    """The ids the host gives every runner (the one rule, ``Workload.prompt_ids``)."""
+    return Workload(prompt_len=count).prompt_ids(vocab)
+
+
+def ids_file(directory: Path, ids: list[int]) -> Path:
+    """A --prompt-ids file as the host writes it."""
+    path = directory / "prompt_ids.txt"
+    path.write_text(" ".join(map(str, ids)) + "\n")
+    return path
 
 
 def greedy_reference(pte: Path, ids: list[int], gen_len: int) -> list[int]:

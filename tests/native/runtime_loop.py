@@ -1,6 +1,6 @@
 """A direct executorch.runtime timing loop, run as its own process by test_agreement.py.
 
-``python runtime_loop.py PTE VOCAB PROMPT_LEN GEN_LEN RUNS READY OUT`` loads the program, finds the greedy
+``python runtime_loop.py PTE PROMPT_IDS_FILE GEN_LEN RUNS READY OUT`` loads the program, finds the greedy
 tokens once (untimed, also the warm-up), creates the file READY, then runs RUNS repetitions and writes OUT:
 a JSON list of ``[start_ns, end_ns]`` (CLOCK_MONOTONIC, the clock of the runner's and the agent's traces)
 of every decode step's ``execute``. Between two execute calls only two integers are written (through
@@ -16,7 +16,7 @@ import sys
 import time
 
 
-def main(pte: str, vocab: int, prompt_len: int, gen_len: int, runs: int, ready: str, out: str) -> None:
+def main(pte: str, ids_file: str, gen_len: int, runs: int, ready: str, out: str) -> None:
     import torch
     from executorch.extension.pybindings import portable_lib
     from executorch.runtime import Runtime
@@ -24,7 +24,9 @@ def main(pte: str, vocab: int, prompt_len: int, gen_len: int, runs: int, ready: 
     torch.set_num_threads(1)  # no idle OpenMP worker spinning beside the runtime
     portable_lib._unsafe_reset_threadpool(1)
     method = Runtime.get().load_program(pte).load_method("forward")._method  # set_inputs / execute apart
-    ids = [(i * 7919 + 13) % vocab for i in range(prompt_len)]  # the runner's and the agents' rule
+    with open(ids_file) as fh:
+        ids = [int(word) for word in fh.read().split()]  # the ids the host gives every runner
+    prompt_len = len(ids)
     prefill = [torch.tensor([ids]), torch.arange(prompt_len)]
 
     (logits,) = method(prefill)  # the greedy tokens, once (also the warm-up)
@@ -55,5 +57,4 @@ def main(pte: str, vocab: int, prompt_len: int, gen_len: int, runs: int, ready: 
 
 
 if __name__ == "__main__":
-    pte, vocab, prompt_len, gen_len, runs = sys.argv[1], *map(int, sys.argv[2:6])
-    main(pte, vocab, prompt_len, gen_len, runs, sys.argv[6], sys.argv[7])
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6])

@@ -4,29 +4,29 @@ greedy tokens, repetition after repetition."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
+import sys
 from pathlib import Path
 
 from tests.native.conftest import greedy_reference, manifest_of, prompt_ids
 
 
-def agent_module():
-    from edgekit.profile.agent import agent_source
+def agent_module(name: str):
+    """One of the agent's modules, imported as the agent imports it (its directory on the path)."""
+    from edgekit.profile.python_agent import AGENT_DIR
 
-    spec = importlib.util.spec_from_file_location("edgekit_agent_under_test", agent_source())
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    if str(AGENT_DIR) not in sys.path:
+        sys.path.insert(0, str(AGENT_DIR))
+    return importlib.import_module(name)
 
 
 def test_pte_loop_tokens_match_the_runtime(tiny_pte_dirs: dict[str, Path]) -> None:
     prompt_len, gen_len = 7, 12
     for name, artifact in tiny_pte_dirs.items():
         pte = artifact / "model.pte"
-        ids = prompt_ids(prompt_len, manifest_of(artifact)["model"]["vocab_size"])
+        ids = prompt_ids(prompt_len, manifest_of(artifact).model.vocab_size)
         expected = greedy_reference(pte, ids, gen_len)
-        loop = agent_module().PteLoop(str(pte), 1, prompt_len + gen_len + 1)
+        loop = agent_module("agent_loops").PteLoop(str(pte), 1, prompt_len + gen_len + 1)
         assert loop.raw is not None and loop.inputs_by_reference and loop.output_in_place, \
             f"{name}: the in-place path is not taken for edgekit's own export"
         stamps: list[tuple[str, int | None]] = []

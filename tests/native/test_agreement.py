@@ -35,7 +35,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from tests.native.conftest import NativeRunner, manifest_of, parse_jsonl
+from edgekit.workload import Workload
+from tests.native.conftest import NativeRunner, ids_file, manifest_of, parse_jsonl, prompt_ids
 from tests.native.timeslice import Program, run_time_sliced
 
 PROMPT_LEN, GEN_LEN, RUNS, COPIES = 16, 41, 4, 6
@@ -58,24 +59,25 @@ def trace_steps(events: list[dict]) -> list[tuple[int, int]]:
 
 def programs(runner: NativeRunner, artifact: Path, work: Path, copy: int) -> list[Program]:
     """One process of each side on ``artifact``'s .pte, writing under ``work``."""
-    from edgekit.profile.agent import agent_source
+    from edgekit.profile.python_agent import local_argv
 
     pte = artifact / "model.pte"
-    vocab = manifest_of(artifact)["model"]["vocab_size"]
-    workload = ["--prompt-len", str(PROMPT_LEN), "--gen-len", str(GEN_LEN), "--warmup", "1", "--runs", str(RUNS),
-                "--threads", "1"]
+    vocab = manifest_of(artifact).model.vocab_size
+    workload = Workload(prompt_len=PROMPT_LEN, gen_len=GEN_LEN, warmup=1, runs=RUNS, threads=1, baseline_s=0)
+    ids = ids_file(work, prompt_ids(PROMPT_LEN, vocab))
     native_out, agent_trace = work / f"native{copy}.jsonl", work / f"agent{copy}" / "trace.jsonl"
     ready, runtime_out = work / f"runtime{copy}.ready", work / f"runtime{copy}.json"
+    native_flags = ["--prompt-ids", str(ids), "--gen-len", str(GEN_LEN), "--warmup", "1", "--runs", str(RUNS),
+                    "--threads", "1"]
     return [
-        Program(f"native{copy}", [str(runner.binary), "--model", str(pte), *workload],
+        Program(f"native{copy}", [str(runner.binary), "--model", str(pte), *native_flags],
                 lambda: '"runner_info"' in native_out.read_text(),
                 lambda: trace_steps(parse_jsonl(native_out.read_text())), native_out),
-        Program(f"agent{copy}", [sys.executable, str(agent_source()), "--artifact", str(artifact), "--out",
-                                 str(agent_trace.parent), *workload, "--baseline-s", "0", "--no-sampler"],
+        Program(f"agent{copy}", local_argv(artifact, agent_trace.parent, workload, "--no-sampler"),
                 lambda: agent_trace.is_file() and '"load_end"' in agent_trace.read_text(),
                 lambda: trace_steps(parse_jsonl(agent_trace.read_text())), work / f"agent{copy}.out"),
         Program(f"runtime{copy}", [sys.executable, str(Path(__file__).with_name("runtime_loop.py")), str(pte),
-                                   str(vocab), str(PROMPT_LEN), str(GEN_LEN), str(RUNS), str(ready), str(runtime_out)],
+                                   str(ids), str(GEN_LEN), str(RUNS), str(ready), str(runtime_out)],
                 ready.is_file, lambda: [(a, b) for a, b in json.loads(runtime_out.read_text())],
                 work / f"runtime{copy}.out"),
     ]

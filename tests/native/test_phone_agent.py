@@ -12,7 +12,10 @@ import pytest
 
 from edgekit.devices.adb import AdbDevice
 from edgekit.devices.push import digest_artifact
+from edgekit.profile.native import PreparedNative
+from edgekit.profile.runner import DEVICE_JSON, PROMPT_IDS, RunFiles, device_facts, run_inputs
 from edgekit.profile.trace import load_trace
+from edgekit.workload import Workload
 from tests.fixtures.phone import Phone
 from tests.native.conftest import AGENT, NativeRunner, manifest_of, prompt_ids
 
@@ -35,16 +38,20 @@ def push_bundle(device: AdbDevice, runner: NativeRunner, artifact: Path) -> None
         device.push(str(lib), f"{REMOTE}/lib/{lib.name}")
     device.push(str(artifact / "model.pte"), f"{REMOTE}/model/model.pte")
     device.push(str(AGENT), f"{REMOTE}/agent.sh")
-    sha = digest_artifact(artifact).sha256  # the content address edgekit push uses
-    device.run(["sh", "-c", f"echo {sha} > {REMOTE}/model/artifact.sha256"], check=True)
 
 
-def agent_argv(out: str, *, prompt_len: int, gen_len: int, warmup: int, runs: int) -> list[str]:
-    return ["sh", f"{REMOTE}/agent.sh", "--runner", f"{REMOTE}/bin/edgekit_runner", "--lib-dir", f"{REMOTE}/lib",
-            "--model", f"{REMOTE}/model/model.pte", "--out", out, "--prompt-len", str(prompt_len),
-            "--gen-len", str(gen_len), "--warmup", str(warmup), "--runs", str(runs), "--threads", "1",
-            "--sample-ms", "20", "--baseline-s", "1", "--artifact-sha-file", f"{REMOTE}/model/artifact.sha256",
-            "--model-id", "tiny-llama", "--recipe", "pte-fp32"]
+def agent_argv(device: AdbDevice, artifact: Path, out: str, tmp_path: Path, *, prompt_len: int, gen_len: int,
+               warmup: int, runs: int) -> list[str]:  # fmt: skip
+    """The agent's command line as the host builds it (the runner contract), with its inputs pushed."""
+    manifest = manifest_of(artifact)
+    workload = Workload(prompt_len=prompt_len, gen_len=gen_len, warmup=warmup, runs=runs, threads=1, sample_ms=20)
+    device.run(["mkdir", "-p", out], check=True)
+    for name, text in run_inputs(manifest, workload, device_facts(device)).items():
+        (tmp_path / name).write_text(text)
+        device.push(str(tmp_path / name), f"{out}/{name}")
+    files = RunFiles(f"{REMOTE}/model", digest_artifact(artifact).sha256, out, f"{out}/{DEVICE_JSON}",
+                     f"{out}/{PROMPT_IDS}")  # fmt: skip
+    return PreparedNative(REMOTE).argv(manifest, workload, files)
 
 
 def test_agent_on_emulated_phone(phone_dev: AdbDevice, native_runner: NativeRunner,
@@ -52,8 +59,9 @@ def test_agent_on_emulated_phone(phone_dev: AdbDevice, native_runner: NativeRunn
     artifact = tiny_pte_dirs["pte-fp32"]
     push_bundle(phone_dev, native_runner, artifact)
     prompt_len, gen_len, warmup, runs = 16, 40, 1, 3
-    result = phone_dev.run(agent_argv(f"{REMOTE}/run1", prompt_len=prompt_len, gen_len=gen_len, warmup=warmup,
-                                      runs=runs), timeout_s=180)
+    argv = agent_argv(phone_dev, artifact, f"{REMOTE}/run1", tmp_path, prompt_len=prompt_len, gen_len=gen_len,
+                      warmup=warmup, runs=runs)
+    result = phone_dev.run(argv, timeout_s=180)
     assert result.exit_code == 0, f"{result.stdout!r} {result.stderr!r}"
     local = tmp_path / "trace.jsonl"
     phone_dev.pull(f"{REMOTE}/run1/trace.jsonl", str(local))
@@ -69,7 +77,7 @@ def test_agent_on_emulated_phone(phone_dev: AdbDevice, native_runner: NativeRunn
     assert header["power_source"] == "battery"
     assert header["artifact"]["sha256"] == digest_artifact(artifact).sha256
     assert header["artifact"]["model_id"] == "tiny-llama" and header["artifact"]["file"] == "model.pte"
-    vocab = manifest_of(artifact)["model"]["vocab_size"]
+    vocab = manifest_of(artifact).model.vocab_size
     assert header["workload"] == {"prompt_len": prompt_len, "gen_len": gen_len, "warmup": warmup, "runs": runs,
                                   "threads": 1, "sample_ms": 20, "prompt_ids": prompt_ids(prompt_len, vocab)}
 
@@ -108,7 +116,9 @@ def test_missing_library_is_named(phone_dev: AdbDevice, native_runner: NativeRun
                                   tiny_pte_dirs: dict[str, Path], tmp_path: Path) -> None:
     push_bundle(phone_dev, native_runner, tiny_pte_dirs["pte-fp32"])
     phone_dev.run(["rm", f"{REMOTE}/lib/libexecutorch_kernels_quantized.so"], check=True)
-    result = phone_dev.run(agent_argv(f"{REMOTE}/run2", prompt_len=8, gen_len=4, warmup=0, runs=1), timeout_s=60)
+    argv = agent_argv(phone_dev, tiny_pte_dirs["pte-fp32"], f"{REMOTE}/run2", tmp_path, prompt_len=8, gen_len=4,
+                      warmup=0, runs=1)
+    result = phone_dev.run(argv, timeout_s=60)
     assert result.exit_code == 3
     assert "missing library libexecutorch_kernels_quantized.so" in result.stderr.decode()
     local = tmp_path / "trace.jsonl"

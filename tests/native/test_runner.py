@@ -11,6 +11,7 @@ import pytest
 from tests.native.conftest import (
     NativeRunner,
     greedy_reference,
+    ids_file,
     manifest_of,
     parse_jsonl,
     prompt_ids,
@@ -39,10 +40,12 @@ def test_runner_trace_and_greedy_tokens(native_runner: NativeRunner, tiny_pte_di
                                         recipe: str, tmp_path: Path) -> None:
     artifact = tiny_pte_dirs[recipe]
     manifest = manifest_of(artifact)
-    vocab = manifest["model"]["vocab_size"]
+    vocab = manifest.model.vocab_size
     prompt_len, gen_len, warmup, runs = 11, 7, 2, 3
     trace = tmp_path / "runner.jsonl"
+    ids = ids_file(tmp_path, prompt_ids(prompt_len, vocab))
     proc = native_runner.run("--model", str(artifact / "model.pte"), "--prompt-len", str(prompt_len),
+                             "--prompt-ids", str(ids),
                              "--gen-len", str(gen_len), "--warmup", str(warmup), "--runs", str(runs),
                              "--threads", "1", "--trace", str(trace), "--print-tokens")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -67,7 +70,7 @@ def test_runner_trace_and_greedy_tokens(native_runner: NativeRunner, tiny_pte_di
     assert {e["run"] for e in events if e["warmup"]} == set(range(warmup))
 
     (info,) = [x for x in lines if x["type"] == "runner_info"]
-    assert info["vocab_size"] == vocab and info["max_context"] == manifest["max_context"]
+    assert info["vocab_size"] == vocab and info["max_context"] == manifest.max_context
     assert info["prompt_ids"] == prompt_ids(prompt_len, vocab) and info["threads"] == 1
     footer = lines[-1]
     assert footer["type"] == "runner_footer" and footer["status"] == "ok"
@@ -99,7 +102,8 @@ def test_prompt_ids_file(native_runner: NativeRunner, tiny_pte_dirs: dict[str, P
 def test_wrong_signature_is_refused_clearly(native_runner: NativeRunner, bad_signature_pte: Path,
                                             tmp_path: Path) -> None:
     trace = tmp_path / "runner.jsonl"
-    proc = native_runner.run("--model", str(bad_signature_pte), "--trace", str(trace))
+    proc = native_runner.run("--model", str(bad_signature_pte), "--prompt-ids", str(ids_file(tmp_path, [1, 2])),
+                             "--trace", str(trace))
     assert proc.returncode == 3
     message = proc.stderr.strip().splitlines()[-1]
     assert "does not have the edgekit KV-cache signature: 2 inputs expected, found 1" in message
@@ -115,22 +119,29 @@ def test_wrong_signature_is_refused_clearly(native_runner: NativeRunner, bad_sig
 def test_not_a_program_and_missing_file(native_runner: NativeRunner, tmp_path: Path) -> None:
     junk = tmp_path / "junk.pte"
     junk.write_bytes(b"not a flatbuffer" * 64)
-    proc = native_runner.run("--model", str(junk))
+    ids = str(ids_file(tmp_path, [1, 2]))
+    proc = native_runner.run("--model", str(junk), "--prompt-ids", ids)
     assert proc.returncode == 3 and "is not a loadable ExecuTorch program" in proc.stderr
-    proc = native_runner.run("--model", str(tmp_path / "absent.pte"))
+    proc = native_runner.run("--model", str(tmp_path / "absent.pte"), "--prompt-ids", ids)
     assert proc.returncode == 3 and "cannot open model" in proc.stderr and "No such file" in proc.stderr
 
 
-def test_workload_that_does_not_fit_is_refused(native_runner: NativeRunner,
-                                               tiny_pte_dirs: dict[str, Path]) -> None:
+def test_workload_that_does_not_fit_is_refused(native_runner: NativeRunner, tiny_pte_dirs: dict[str, Path],
+                                               tmp_path: Path) -> None:
     artifact = tiny_pte_dirs["pte-fp32"]
-    max_context = manifest_of(artifact)["max_context"]
-    proc = native_runner.run("--model", str(artifact / "model.pte"), "--prompt-len", str(max_context - 10),
-                             "--gen-len", "20")
+    max_context = manifest_of(artifact).max_context
+    ids = ids_file(tmp_path, prompt_ids(max_context - 10, manifest_of(artifact).model.vocab_size))
+    proc = native_runner.run("--model", str(artifact / "model.pte"), "--prompt-ids", str(ids), "--gen-len", "20")
     assert proc.returncode == 2
     assert f"max_context {max_context}" in proc.stderr and "do not fit" in proc.stderr
-    proc = native_runner.run("--model", str(artifact / "model.pte"), "--runs", "zero")
+    proc = native_runner.run("--model", str(artifact / "model.pte"), "--prompt-ids", str(ids), "--runs", "zero")
     assert proc.returncode == 2 and "--runs must be an integer >= 1, got 'zero'" in proc.stderr
+
+
+def test_prompt_ids_are_required(native_runner: NativeRunner, tiny_pte_dirs: dict[str, Path]) -> None:
+    # The host gives every runner the same ids; the runner has no rule of its own to fall back on.
+    proc = native_runner.run("--model", str(tiny_pte_dirs["pte-fp32"] / "model.pte"), "--prompt-len", "8")
+    assert proc.returncode == 2 and "--prompt-ids is required" in proc.stderr
 
 
 def test_clock_sync_mode(native_runner: NativeRunner) -> None:

@@ -13,6 +13,8 @@ import pytest
 from edgekit.devices.adb import AdbDevice
 from edgekit.devices.ssh import SshDevice
 from edgekit.emulator import _board_files
+from edgekit.profile.run import ProfileRequest
+from edgekit.workload import Workload
 from tests.fixtures.board import BoardHandle
 from tests.fixtures.phone import Phone
 from tests.native.conftest import native_runner
@@ -21,6 +23,12 @@ __all__ = ["native_runner"]
 
 DEVICE_PYTHON = sys.executable
 PHONE_WORKDIR = "/data/local/tmp/edgekit"
+
+
+def make_request(artifact: Path, defaults: dict[str, object], *, agent_args: tuple[str, ...] = (), retries: int = 1,
+                 **workload: object) -> ProfileRequest:  # fmt: skip
+    """A profile request of ``artifact``: ``defaults`` with ``workload`` overrides."""
+    return ProfileRequest(artifact, Workload(**{**defaults, **workload}), retries=retries, agent_args=agent_args)
 
 
 def _export(recipe: str, out_root: Path, cache: Path) -> Path:

@@ -10,18 +10,20 @@ import pytest
 
 from edgekit import paths
 from edgekit.devices.base import Device
-from edgekit.profile.run import NativeRunnerMissing, ProfileRequest, ProfileResult, profile_on
-from tests.profile.conftest import DEVICE_PYTHON, PHONE_WORKDIR
+from edgekit.errors import NativeRunnerMissing
+from edgekit.profile.run import ProfileRequest, ProfileResult, profile_on
+from edgekit.workload import Workload
+from tests.profile.conftest import DEVICE_PYTHON, PHONE_WORKDIR, make_request
 
 PROMPT, GEN, RUNS = 16, 24, 2
 
 
+WORKLOAD = {"prompt_len": PROMPT, "gen_len": GEN, "runs": RUNS, "warmup": 1, "threads": 1, "sample_ms": 20,
+            "baseline_s": 0.3, "cooldown_s": 0.0, "runner": "python", "timeout_s": 240.0}
+
+
 def _request(artifact: Path, **overrides: object) -> ProfileRequest:
-    values: dict = {"artifact_dir": artifact, "prompt_len": PROMPT, "gen_len": GEN, "runs": RUNS,
-                    "warmup": 1, "threads": 1, "sample_ms": 20, "baseline_s": 0.3, "cooldown_s": 0.0,
-                    "runner": "python", "timeout_s": 240.0}
-    values.update(overrides)
-    return ProfileRequest(**values)  # type: ignore[arg-type]
+    return make_request(artifact, WORKLOAD, **overrides)  # type: ignore[arg-type]
 
 
 def check_result(result: ProfileResult, runtime: str, *, summary: bool = True) -> None:
@@ -33,6 +35,9 @@ def check_result(result: ProfileResult, runtime: str, *, summary: bool = True) -
         counts = json.loads((result.trace_dir / "summary.json").read_text())
         assert counts["runs_completed"] == RUNS and counts["runs_failed"] == 0
     assert trace.header["artifact"]["runtime"] == runtime
+    # Every runner feeds the ids the host gives it.
+    vocab = result.manifest.model.vocab_size
+    assert trace.workload["prompt_ids"] == Workload(prompt_len=PROMPT).prompt_ids(vocab)
     assert trace.footer["status"] == "ok"
     assert [r.run for r in m.runs] == list(range(RUNS)) and all(r.ok for r in m.runs)
     for run in range(RUNS):
@@ -92,7 +97,7 @@ def test_phone_defaults_to_the_native_runner(phone_dev: Device, native_runner: o
     assert result.runner == "native"
     assert result.trace.header["runner"]["kind"] == "native-executorch"
     check_result(result, "executorch", summary=False)
-    # The native runner drives .pte only: an ONNX artifact is refused before anything runs.
+    # The native runner drives .pte only: asked for explicitly, an ONNX artifact is refused before anything runs.
     with pytest.raises(NativeRunnerMissing, match="--runner python"):
-        profile_on(phone_dev, _request(tiny_onnx, runner="auto"), workdir=PHONE_WORKDIR,
+        profile_on(phone_dev, _request(tiny_onnx, runner="native"), workdir=PHONE_WORKDIR,
                    python=DEVICE_PYTHON, device_class="phone")

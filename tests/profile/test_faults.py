@@ -12,21 +12,22 @@ from pathlib import Path
 import pytest
 
 from edgekit.devices.base import Device
-from edgekit.profile.agent import RuntimeMissing
-from edgekit.profile.run import ProfileError, ProfileRequest, ProfileTimeout, leftover_processes, profile_on
-from edgekit.profile.trace import TraceError, load_trace
+from edgekit.errors import ProfileTimeout, RunnerFailed, RuntimeMissing, TraceError
+from edgekit.profile.remote import leftover_processes
+from edgekit.profile.run import ProfileRequest, profile_on
+from edgekit.profile.trace import load_trace
 from tests.fixtures.board import BoardFactory
-from tests.profile.conftest import DEVICE_PYTHON, PHONE_WORKDIR, board_device
+from tests.profile.conftest import DEVICE_PYTHON, PHONE_WORKDIR, board_device, make_request
 
 BOARD_WORKDIR = "/home/edgekit"
 
 
+WORKLOAD = {"prompt_len": 8, "gen_len": 16, "runs": 3, "warmup": 1, "threads": 1, "sample_ms": 20,
+            "baseline_s": 0.2, "cooldown_s": 0.0, "runner": "python", "timeout_s": 240.0}
+
+
 def _request(artifact: Path, **overrides: object) -> ProfileRequest:
-    values: dict = {"artifact_dir": artifact, "prompt_len": 8, "gen_len": 16, "runs": 3, "warmup": 1,
-                    "threads": 1, "sample_ms": 20, "baseline_s": 0.2, "cooldown_s": 0.0, "runner": "python",
-                    "timeout_s": 240.0}
-    values.update(overrides)
-    return ProfileRequest(**values)  # type: ignore[arg-type]
+    return make_request(artifact, WORKLOAD, **overrides)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("mode", "reason", "evidence"), [
@@ -36,7 +37,7 @@ def _request(artifact: Path, **overrides: object) -> ProfileRequest:
 ])
 def test_failed_repetition_is_recorded_and_the_rest_continue(board_dev: Device, tiny_onnx: Path, mode: str,
                                                              reason: str, evidence: str) -> None:
-    request = _request(tiny_onnx, agent_args=["--fail-run", "1", "--fail-mode", mode])
+    request = _request(tiny_onnx, agent_args=("--fail-run", "1", "--fail-mode", mode))
     result = profile_on(board_dev, request, workdir=BOARD_WORKDIR, python=DEVICE_PYTHON, device_class="board")
     runs = {r.run: r for r in result.metrics.runs}
     assert runs[0].ok and runs[2].ok
@@ -56,7 +57,7 @@ def test_timeout_kills_the_agent_and_keeps_the_partial_trace(kind: str, request:
                                                              tiny_onnx: Path) -> None:
     device: Device = request.getfixturevalue(f"{kind}_dev")
     workdir = BOARD_WORKDIR if kind == "board" else PHONE_WORKDIR
-    hang = _request(tiny_onnx, runs=2, timeout_s=12.0, agent_args=["--fail-run", "0", "--fail-mode", "hang"])
+    hang = _request(tiny_onnx, runs=2, timeout_s=12.0, agent_args=("--fail-run", "0", "--fail-mode", "hang"))
     with pytest.raises(ProfileTimeout) as caught:
         profile_on(device, hang, workdir=workdir, python=DEVICE_PYTHON, device_class=kind)
     assert caught.value.leftovers == []
@@ -135,9 +136,10 @@ def test_artifact_the_runtime_cannot_load_is_reported(board_dev: Device, tiny_on
     broken = tmp_path / "broken"
     shutil.copytree(tiny_onnx, broken)
     (broken / "model.onnx").write_bytes(b"this is not an ONNX model")
-    with pytest.raises(ProfileError, match="could not run the artifact \\(runtime-error\\)") as caught:
+    with pytest.raises(RunnerFailed, match="could not run the artifact \\(runtime-error\\)") as caught:
         profile_on(board_dev, _request(broken), workdir=BOARD_WORKDIR, python=DEVICE_PYTHON, device_class="board")
-    trace = load_trace(Path(str(caught.value).rsplit("trace kept in ", 1)[1]) / "trace.jsonl")
+    assert caught.value.reason == "runtime-error" and not caught.value.retryable
+    trace = load_trace(caught.value.trace_dir / "trace.jsonl")
     error = next(e for e in trace.events if e["name"] == "error")
     assert error["run"] == -1 and "model.onnx" in error["stderr_tail"] + error["message"]
     _assert_nothing_left(board_dev)

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from edgekit.errors import TraceError
+from edgekit.manifest import Manifest
 from edgekit.profile.metrics import (
     CHARGING,
     NO_SENSOR,
@@ -15,18 +17,18 @@ from edgekit.profile.metrics import (
     percentile,
     power_points,
 )
-from edgekit.profile.trace import TraceError, load_trace, parse_lines
+from edgekit.profile.trace import load_trace, parse_lines
+from tests.store.tracegen import ArtifactSpec, fake_manifest
 
 MS = 1_000_000
 P, G = 10, 5
 
 
-def manifest(kind: str = "past-present-io") -> dict:
-    return {
-        "artifact": "model.onnx",
-        "files": [{"name": "model.onnx", "bytes": 4096 * 1024, "sha256": "x"}],
-        "kv_cache": {"kind": kind, "bytes_per_token": 1024, "bytes_at_max_context": 512 * 1024},
-    }
+def manifest(kind: str = "past-present-io") -> Manifest:
+    """A manifest with a 4 MiB model file and a 1 kB/token KV cache of 512 positions."""
+    spec = ArtifactSpec(target="onnx" if kind == "past-present-io" else "executorch", weights_bytes=4096 * 1024,
+                        kv_bytes_per_token=1024, max_context=512)
+    return fake_manifest(spec)
 
 
 def build(power_w: float = 3.0, idle_w: float = 1.0, source: str | None = "hwmon", charging=None, runs: int = 2):

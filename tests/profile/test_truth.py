@@ -6,15 +6,15 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from edgekit.devices.base import Device
-from edgekit.profile.agent import agent_source
+from edgekit.profile.python_agent import local_argv
 from edgekit.profile.run import ProfileRequest, ProfileResult, profile_on
+from edgekit.workload import Workload
 from tests.fixtures.board import BoardHandle
 from tests.fixtures.phone import Phone
 from tests.profile.conftest import DEVICE_PYTHON, PHONE_WORKDIR
@@ -30,7 +30,7 @@ RSS_TOLERANCE = 0.05
 
 def _profile_with_truth(device: Device, artifact: Path, workdir: str, truth_file: Path,
                         device_class: str) -> tuple[ProfileResult, TruthPoller]:
-    request = ProfileRequest(artifact_dir=artifact, **WORKLOAD)  # type: ignore[arg-type]
+    request = ProfileRequest(artifact, Workload(**WORKLOAD))  # type: ignore[arg-type]
     with TruthPoller(truth_file) as truth:
         result = profile_on(device, request, workdir=workdir, python=DEVICE_PYTHON, device_class=device_class)
     return result, truth
@@ -87,12 +87,9 @@ def test_board_energy_rss_and_wall_clock(board_dev: Device, shared_board: BoardH
     time_bin = Path("/usr/bin/time")
     if not time_bin.exists():
         pytest.fail("GNU time (/usr/bin/time, Debian package 'time') is required")
-    flags = [*(f"--{key.replace('_', '-')}={WORKLOAD[key]}" for key in ("prompt_len", "gen_len", "runs", "warmup",
-                                                                        "threads")),
-             "--baseline-s", "0", "--no-sampler"]
-    proc = subprocess.run([str(time_bin), "-v", sys.executable, str(agent_source()), "--artifact", str(tiny_onnx),
-                           "--out", str(tmp_path / "direct"), *flags], capture_output=True, text=True,
-                          timeout=240, check=True)
+    direct = Workload(**{**WORKLOAD, "baseline_s": 0.0})  # type: ignore[arg-type]
+    argv = local_argv(tiny_onnx, tmp_path / "direct", direct, "--no-sampler")
+    proc = subprocess.run([str(time_bin), "-v", *argv], capture_output=True, text=True, timeout=240, check=True)
     direct_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))  # type: ignore[union-attr]
     peak_kb = result.metrics.memory["peak_rss_kb"]
     print(f"peak RSS: sampled {peak_kb} kB, footer VmHWM {result.metrics.self_hwm_kb} kB, /usr/bin/time {direct_kb} kB")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -11,9 +10,11 @@ import time
 
 import pytest
 
+from edgekit.errors import IngestError, TraceError, UnknownArtifact
+from edgekit.manifest import read_manifest
 from edgekit.profile.metrics import compute_metrics
-from edgekit.profile.trace import TraceError, load_trace
-from edgekit.store import IngestError, Store, UnknownArtifact, ingest_trace
+from edgekit.profile.trace import load_trace
+from edgekit.store import Store, ingest_trace
 from tests.store.cli import assert_one_line_error, edgekit
 from tests.store.conftest import table_counts
 from tests.store.tracegen import ArtifactSpec, ProfileSpec, generate, make_profile, write_artifact, write_trace
@@ -37,7 +38,7 @@ def test_a_trace_is_stored_with_raw_timestamps_and_the_metric_module_numbers(sto
     assert trace_path.read_bytes() == before  # ingestion never moves or edits the trace
     assert table_counts(store) == {"devices": 1, "artifacts": 1, "traces": 1, "runs": 4}
 
-    expected = compute_metrics(load_trace(trace_path), json.loads(manifest_path.read_text()))
+    expected = compute_metrics(load_trace(trace_path), read_manifest(manifest_path))
     rows = store.con.execute(
         "SELECT run, ok, error, ttft_ms, decode_tok_s, energy_per_token_mj, prefill_start_ns, prefill_end_ns, "
         "decode_step_ns FROM runs ORDER BY run"

@@ -6,7 +6,8 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from edgekit.store import Store, StoreError
+from edgekit.errors import StoreError
+from edgekit.store import Store
 from edgekit.store.migrations import MIGRATIONS
 
 

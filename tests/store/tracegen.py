@@ -16,7 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.store.artifacts import content_address
+from edgekit.manifest import (
+    FileEntry,
+    GateResult,
+    KvCache,
+    Manifest,
+    ModelInfo,
+    Quality,
+    Quantization,
+    read_manifest,
+    write_manifest,
+)
 
 MS_NS = 1_000_000
 
@@ -66,34 +76,42 @@ class Truth:
     run_ids: list[int] = field(default_factory=list)
 
 
+def fake_manifest(spec: ArtifactSpec) -> Manifest:
+    """A complete, valid manifest describing a fake artifact of ``spec`` (its file is never written)."""
+    name = "model.onnx" if spec.target == "onnx" else "model.pte"
+    fake = hashlib.sha256(f"{spec.model_id}/{spec.recipe}/{spec.weights_bytes}".encode()).hexdigest()
+    return Manifest(
+        manifest_version=2,
+        created_at="2026-11-22T17:00:00+00:00",
+        model=ModelInfo(id=spec.model_id, source_kind="tiny", source_sha256="0" * 64, architecture=spec.architecture,
+                        parameters=spec.params, vocab_size=512, tokenizer=False),
+        recipe={"name": spec.recipe, "target": spec.target, "quantize": {"scheme": spec.scheme, "block_size": 32}},
+        target=spec.target,  # type: ignore[arg-type]
+        runtime="onnxruntime" if spec.target == "onnx" else "executorch",
+        artifact=name,
+        tool_versions={},
+        files=[FileEntry(name=name, bytes=spec.weights_bytes, sha256=fake)],
+        signature={},
+        max_context=spec.max_context,
+        kv_cache=KvCache(
+            layers=2, kv_heads=2, head_dim=32, dtype="float32", max_context=spec.max_context,
+            kind="past-present-io" if spec.target == "onnx" else "static-buffers-in-program",
+            bytes_per_token=spec.kv_bytes_per_token, bytes_at_max_context=spec.kv_bytes_per_token * spec.max_context,
+        ),
+        quantization=Quantization(scheme=spec.scheme, linear_total=14, linear_quantized=14, linear_float=0,
+                                  skipped_layers=[], embedding="none"),
+        parity=Quality(max_abs_logit_diff=1.5, top1_agreement=0.97, ppl_reference=10.0, ppl_artifact=10.2,
+                       compared_positions=64, ppl_ratio=1.02),
+        gate=GateResult(passed=True, failures=[], thresholds={}),
+        export_wall_s=1.0,
+    )  # fmt: skip
+
+
 def write_artifact(directory: Path, spec: ArtifactSpec) -> tuple[Path, str]:
     """A minimal artifact directory (manifest only); returns (manifest path, content address)."""
     directory.mkdir(parents=True, exist_ok=True)
-    name = "model.onnx" if spec.target == "onnx" else "model.pte"
-    fake = hashlib.sha256(f"{spec.model_id}/{spec.recipe}/{spec.weights_bytes}".encode()).hexdigest()
-    manifest: dict[str, Any] = {
-        "manifest_version": 1,
-        "created_at": "2026-11-22T17:00:00+00:00",
-        "model": {"id": spec.model_id, "architecture": spec.architecture, "parameters": spec.params},
-        "recipe": {"name": spec.recipe, "target": spec.target, "quantize": {"scheme": spec.scheme, "block_size": 32}},
-        "target": spec.target,
-        "runtime": "onnxruntime" if spec.target == "onnx" else "executorch",
-        "artifact": name,
-        "files": [{"name": name, "bytes": spec.weights_bytes, "sha256": fake}],
-        "max_context": spec.max_context,
-        "kv_cache": {
-            "kind": "past-present-io" if spec.target == "onnx" else "static-buffers-in-program",
-            "bytes_per_token": spec.kv_bytes_per_token,
-            "bytes_at_max_context": spec.kv_bytes_per_token * spec.max_context,
-            "max_context": spec.max_context,
-        },
-        "quantization": {"scheme": spec.scheme, "embedding": "none"},
-        "parity": {"max_abs_logit_diff": 1.5, "top1_agreement": 0.97, "ppl_ratio": 1.02},
-        "gate": {"passed": True, "failures": []},
-    }
-    path = directory / "manifest.json"
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
-    return path, content_address(manifest, path.read_bytes())
+    path = write_manifest(directory, fake_manifest(spec))
+    return path, read_manifest(path).address()
 
 
 def _sample(ts_ns: int, rss_kb: int, power_w: float | None, temp_mc: int, rng: random.Random) -> dict[str, Any]:

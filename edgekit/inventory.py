@@ -1,4 +1,6 @@
-"""The device inventory: which devices exist, how to reach them, and opening one by name.
+"""The device inventory: which devices exist (files, running emulated devices, this host), how to reach
+them, and opening one by name. It sits above `devices` (the transports) and `emulator` (the emulated
+devices), which do not import it.
 
 Sources, highest priority first:
 

@@ -1,0 +1,145 @@
+"""The device side of one profiling run, seen from the host: one attempt in its own remote directory,
+pulling what it wrote, finding and killing what it left running, and the host's record of it.
+
+``run.py`` decides what to do (retry, give up, raise); this module only does it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import posixpath
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edgekit.devices.base import CommandResult, Device
+from edgekit.errors import DeviceUnreachable, EdgekitError, TransportError
+from edgekit.profile.conditioning import Conditioning
+
+TRACE_FILES = ("trace.jsonl", "summary.json", "runner.stderr")
+
+
+def pull_files(device: Device, remote_dir: str, local_dir: Path) -> list[str]:
+    """Pull the run's files that exist; the names pulled."""
+    local_dir.mkdir(parents=True, exist_ok=True)
+    pulled = []
+    for name in TRACE_FILES:
+        with contextlib.suppress(TransportError):
+            device.pull(posixpath.join(remote_dir, name), str(local_dir / name))
+            pulled.append(name)
+    return pulled
+
+
+def leftover_processes(device: Device, marker: str) -> list[tuple[int, str]]:
+    """(pid, command line) of device processes whose command line contains ``marker``."""
+    result = device.run(["ps", "-eo", "pid,args"], timeout_s=30.0)
+    if not result.ok:
+        result = device.run(["ps", "-A", "-o", "pid,args"], timeout_s=30.0)
+    found = []
+    for line in result.text().splitlines()[1:]:
+        pid, _, args = line.strip().partition(" ")
+        if pid.isdigit() and marker in args and " ps " not in f" {args} ":
+            found.append((int(pid), args.strip()))
+    return found
+
+
+def kill_leftovers(device: Device, marker: str, attempts: int = 3) -> list[str]:
+    """Kill every process of the run that is still there; what survives (normally nothing)."""
+    left = leftover_processes(device, marker)
+    for _ in range(attempts):
+        if not left:
+            return []
+        device.run(["kill", "-9", *(str(pid) for pid, _ in left)], timeout_s=30.0)
+        time.sleep(0.2)
+        left = leftover_processes(device, marker)
+    return [args for _, args in left]
+
+
+class Attempt:
+    """One execution of the agent in its own remote run directory, with its input files pushed first."""
+
+    def __init__(self, device: Device, argv: list[str], remote_dir: str, inputs: dict[str, str]) -> None:
+        self.device = device
+        self.remote_dir = remote_dir
+        self.argv = argv
+        self.inputs = inputs  # file name in the run directory -> text
+        self.start_ns = self.end_ns = 0
+
+    def run(self, timeout_s: float) -> CommandResult:
+        self.device.run(["mkdir", "-p", self.remote_dir], timeout_s=30.0, check=True)
+        with tempfile.TemporaryDirectory(prefix="edgekit-profile-") as tmp:
+            for name, text in self.inputs.items():
+                local = Path(tmp) / name
+                local.write_text(text)
+                self.device.push(str(local), posixpath.join(self.remote_dir, name))
+        self.start_ns = time.monotonic_ns()
+        try:
+            result = self.device.run(self.argv, timeout_s=timeout_s)
+        finally:
+            self.end_ns = time.monotonic_ns()
+        if result.exit_code == 255:
+            # The agent never exits 255 (0 ok, 1 failed, 143 terminated); ssh does when the connection
+            # dies under a command that had started, which the transport cannot tell from an exit code.
+            raise DeviceUnreachable(
+                self.device.name,
+                f"connection lost while the agent ran (exit 255): {result.stderr_tail(300).strip() or 'no message'}",
+            )
+        return result
+
+    @property
+    def wall_s(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e9
+
+
+def reopen_device(reopen: Callable[[], Device], wait_s: float) -> Device:
+    """A freshly connected device, trying again (with backoff) while it is still coming back."""
+    deadline = time.monotonic() + wait_s
+    delay_s = 0.5
+    while True:
+        try:
+            return reopen()
+        except DeviceUnreachable:
+            if time.monotonic() + delay_s > deadline:
+                raise
+            time.sleep(delay_s)
+            delay_s = min(delay_s * 2, 5.0)
+
+
+def keep_partial(device: Device, remote_dir: str, keep: Path, why: str) -> None:
+    """Pull what a lost attempt left (the device may be back already) and mark it partial."""
+    keep.mkdir(parents=True, exist_ok=True)
+    pulled: list[str] = []
+    with contextlib.suppress(EdgekitError):
+        pulled = pull_files(device, remote_dir, keep)
+    write_json(keep / "PARTIAL.json", {"reason": "device lost mid-run", "error": why, "pulled": pulled})
+
+
+def host_facts(
+    run_id: str, device: Device, attempt: Attempt, conditioning: Conditioning, attempts: int,
+    result: CommandResult | None, runner: str, outcome: str,
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "run_id": run_id,
+        "device": device.name,
+        "transport": device.transport,
+        "outcome": outcome,
+        "argv": attempt.argv,
+        "exit_code": result.exit_code if result else None,
+        "stderr_tail": result.stderr_tail(2000) if result else None,
+        "command_start_ns": attempt.start_ns,
+        "command_end_ns": attempt.end_ns,
+        "host_wall_s": attempt.wall_s,
+        "attempts": attempts,
+        "runner": runner,
+        "conditioning": conditioning.to_dict(),
+    }
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
