@@ -31,7 +31,7 @@ if [ "$LCP_VERSION" = "0.3.36" ]; then
 fi
 
 log() { printf 'build_llama_cpp: %s\n' "$*" >&2; }
-die() { printf 'build_llama_cpp: error: %s\n' "$*" >&2; exit "${2:-1}"; }
+die() { printf 'build_llama_cpp: error: %s\n' "$1" >&2; exit "${2:-1}"; }
 
 SCRIPT_DIR="$(cd "$(dirname "$0")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
@@ -207,7 +207,7 @@ fi
 # --- configure + build (build dir is thrown away) ---
 BUILD="$TMP/build"
 log "configuring (${CMAKE_FLAGS[*]})"
-run env CC="$CC_BIN" CXX="$CXX_BIN" cmake -S "$OUT/src" -B "$BUILD" "${GENERATOR[@]}" "${CMAKE_FLAGS[@]}" \
+run env CC="$CC_BIN" CXX="$CXX_BIN" cmake -S "$OUT/src" -B "$BUILD" ${GENERATOR[@]+"${GENERATOR[@]}"} "${CMAKE_FLAGS[@]}" \
     "-DLLAMA_BUILD_COMMIT=$LLAMA_BUILD_COMMIT"
 log "building ${TARGETS[*]} with $JOBS jobs (log: $LOG)"
 start=$(date +%s)
