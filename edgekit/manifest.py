@@ -28,10 +28,11 @@ from edgekit.errors import ArtifactError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION: Literal[2] = 2
-_TOOLS = ("edgekit", "torch", "executorch", "torchao", "transformers", "optimum-onnx", "onnx", "onnxruntime")
+_TOOLS = ("edgekit", "torch", "executorch", "torchao", "transformers", "optimum-onnx", "onnx", "onnxruntime",
+          "onnxruntime-genai", "gguf")
 
 Target = Literal["onnx", "executorch", "gguf"]
-Runtime = Literal["onnxruntime", "executorch", "llama.cpp"]
+Runtime = Literal["onnxruntime-genai", "onnxruntime", "executorch", "llama.cpp"]
 
 
 def plain_name(value: str) -> str:
@@ -74,24 +75,27 @@ class KvCache(_Part):
     max_context: int
     bytes_per_token: int
     bytes_at_max_context: int
-    # static-buffers-in-program: the program allocates max_context positions once (ExecuTorch);
-    # past-present-io: the graph's inputs and outputs grow with the positions used (ONNX).
-    kind: Literal["static-buffers-in-program", "past-present-io"]
+    # preallocated: the runtime allocates max_context positions once (ExecuTorch's buffers in the program,
+    # ORT GenAI's shared past/present buffer, llama.cpp's n_ctx cells); grows: past/present tensors hold
+    # only the positions used.
+    kind: Literal["preallocated", "grows"]
 
     def bytes_for(self, positions: int) -> int:
         """KV-cache bytes a run of ``positions`` positions holds."""
-        if self.kind == "static-buffers-in-program":
+        if self.kind == "preallocated":
             return self.bytes_at_max_context
         return self.bytes_per_token * positions
 
 
 class Quantization(_Part):
     scheme: str
+    block_size: int | None
+    head: str  # the output layer's precision: as the body, or int8
+    embedding: str  # the embedding table: float, 4bit, 8bit, or as the head when shared with it
     linear_total: int
     linear_quantized: int
     linear_float: int
     skipped_layers: list[str]
-    embedding: str
 
 
 class Delegation(_Part):
@@ -103,14 +107,24 @@ class Delegation(_Part):
 
 
 class Quality(_Part):
-    """The parity gate's measurements of the artifact against the fp32 reference."""
+    """The quality gate's measurements against the fp32 reference (edgekit/export/quality.py); every
+    interval is a 95% confidence interval over the scored tokens."""
 
-    max_abs_logit_diff: float
+    text: str
+    n_ctx: int
+    chunks: int
+    tokens: int
+    kl_mean: float
+    kl_ci: tuple[float, float]
+    kl_p99: float
+    kl_max: float
     top1_agreement: float
+    top1_ci: tuple[float, float]
     ppl_reference: float
     ppl_artifact: float
-    compared_positions: int
     ppl_ratio: float
+    ppl_ratio_ci: tuple[float, float]
+    max_abs_logit_diff: float
 
 
 class GateResult(_Part):
@@ -134,6 +148,10 @@ class Manifest(_Part):
     kv_cache: KvCache
     quantization: Quantization
     delegation: Delegation | None = None
+    # What a runner must provide to run the artifact (operators, kernels): one line each, checked by the
+    # runners before anything runs.
+    requires: list[str] = []
+    details: dict[str, Any] = {}  # target-specific facts (exporter versions, tensor types, ...)
     parity: Quality
     gate: GateResult
     export_wall_s: float
@@ -208,16 +226,16 @@ def describe_files(directory: Path) -> list[FileEntry]:
     ]
 
 
-def kv_cache_layout(config: Any, max_context: int, *, static: bool) -> KvCache:
+def kv_cache_layout(config: Any, max_context: int, *, dtype: str = "float32", preallocated: bool = True) -> KvCache:
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     layers = config.num_hidden_layers
-    bytes_per_token = 2 * layers * kv_heads * head_dim * 4  # keys + values, fp32
+    bytes_per_token = 2 * layers * kv_heads * head_dim * {"float32": 4, "float16": 2}[dtype]  # keys + values
     return KvCache(
-        layers=layers, kv_heads=kv_heads, head_dim=head_dim, dtype="float32", max_context=max_context,
+        layers=layers, kv_heads=kv_heads, head_dim=head_dim, dtype=dtype, max_context=max_context,
         bytes_per_token=bytes_per_token, bytes_at_max_context=bytes_per_token * max_context,
-        kind="static-buffers-in-program" if static else "past-present-io",
+        kind="preallocated" if preallocated else "grows",
     )  # fmt: skip
 
 

@@ -1,9 +1,10 @@
 """The export job: model source + recipe -> artifact directory that passed (or failed) its gate.
 
-Order matters: the eager reference is computed before export because quantization changes the model
-in place. Everything is written into a temporary sibling of ``--out`` and renamed into place at the
-end, so bad input or a crash leaves nothing at ``--out``. A gate failure keeps the artifact (its
-manifest says ``failed``) and raises ``ParityError`` so the CLI exits non-zero with the numbers.
+The target (``target.py``: ONNX, ExecuTorch, GGUF) writes the artifact; then the fp32 reference is loaded
+fresh and the quality gate (``quality.py``) runs the artifact in its own runtime against it. Everything is
+written into a temporary sibling of ``--out`` and renamed into place at the end, so bad input or a crash
+leaves nothing at ``--out``. A gate failure keeps the artifact (its manifest says ``failed``) and raises
+``ParityError`` so the CLI exits non-zero with the numbers.
 Finished artifacts are cached by a key over the source hash, the resolved recipe and tool versions.
 """
 
@@ -15,7 +16,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,13 @@ from typing import Any
 from edgekit import manifest as mf
 from edgekit import paths
 from edgekit._progress import NO_STEPS, Steps
-from edgekit.errors import ArtifactError, ExportError, ParityError
-from edgekit.export.parity import OnnxRunner, ParityResult, PteRunner, Reference, gate_failures, measure
+from edgekit.data import GATE_TEXT_NAME, gate_text
+from edgekit.errors import ArtifactError, EdgekitError, ExportError, ParityError
+from edgekit.export import quality
+from edgekit.export.quality import QualityResult, TorchReference, gate_failures
 from edgekit.export.recipes import Recipe
-from edgekit.models import load_model, load_tokenizer, prepare
+from edgekit.export.target import Exported, Target, get_target
+from edgekit.models import PreparedModel, load_model, load_tokenizer, prepare
 
 
 @dataclass
@@ -101,7 +105,7 @@ def _judge(manifest: mf.Manifest, recipe: Recipe) -> mf.Manifest:
     """The manifest with its gate evaluated against ``recipe``'s thresholds."""
     q, delegation = manifest.quantization, manifest.delegation
     failures = gate_failures(
-        ParityResult.from_quality(manifest.parity),
+        QualityResult(**manifest.parity.model_dump()),
         recipe.gate,
         linear_total=q.linear_total,
         linear_quantized=q.linear_quantized,
@@ -121,61 +125,25 @@ def _store_in_cache(staged: Path, cached_dir: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _export_fresh(prepared: Any, recipe: Recipe, staged: Path, progress: Steps) -> mf.Manifest:
+def _export_fresh(prepared: PreparedModel, recipe: Recipe, staged: Path, progress: Steps) -> mf.Manifest:
     started = time.perf_counter()
-    with progress.step("Loading model in PyTorch (fp32)"):
-        model = load_model(prepared)
-        config = model.config
-        parameters = sum(p.numel() for p in model.parameters())
-        tokenizer = load_tokenizer(prepared, config.vocab_size)
-    with progress.step("Computing the eager fp32 reference"):
-        reference = Reference.compute(model, tokenizer, recipe.max_context)
+    target = get_target(recipe.target)
     work = Path(tempfile.mkdtemp(prefix="edgekit-export-"))
     try:
-        delegation: mf.Delegation | None = None
-        runtime: mf.Runtime
-        if recipe.target == "onnx":
-            from edgekit.export import onnx as onnx_export
-
-            with progress.step(f"Exporting ONNX with KV cache ({recipe.quantize.scheme})"):
-                artifact = onnx_export.export_onnx(prepared.hf_dir, staged, recipe, work)
-            counts = onnx_export.quantization_counts(artifact)
-            linear_total = sum(1 for _ in _linears(model))
-            linear_quantized = counts["quantized"]
-            skipped: list[str] = []
-            signature = onnx_export.io_signature(artifact)
-            with progress.step("Parity check in ONNX Runtime"):
-                result = _run_parity(lambda: OnnxRunner(artifact, recipe.threads), reference, "onnxruntime")
-            runtime = "onnxruntime"
-        else:
-            from edgekit.export import executorch as et_export
-
-            artifact = staged / "model.pte"
-            with progress.step(f"Exporting ExecuTorch .pte for XNNPACK ({recipe.quantize.scheme})"):
-                stats = et_export.export_pte(model, artifact, recipe)
-            linear_total, linear_quantized, skipped = stats.linear_total, stats.linear_quantized, stats.skipped_layers
-            delegation = mf.Delegation(
-                backend="xnnpack",
-                delegated_nodes=stats.delegated_nodes,
-                non_delegated_nodes=stats.non_delegated_nodes,
-                delegated_subgraphs=stats.delegated_subgraphs,
-                share=stats.delegated_share,
-            )
-            signature = _pte_signature(recipe.max_context, config.vocab_size)
-            with progress.step("Parity check in the ExecuTorch runtime"):
-                result = _run_parity(lambda: PteRunner(artifact), reference, "executorch")
-            runtime = "executorch"
+        with progress.step(f"Exporting {target.label} ({recipe.quantize.scheme})"):
+            exported = target.export(prepared, recipe, staged, work, progress)
+        with progress.step("Loading the fp32 reference in PyTorch"):
+            model = load_model(prepared)
+            config = model.config
+            parameters = sum(p.numel() for p in model.parameters())
+            ids = load_tokenizer(prepared, config.vocab_size).encode(gate_text())
+        with progress.step(f"Quality gate in {exported.runtime} against the fp32 reference"):
+            result = _measure(target, staged, exported, recipe, model, ids)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if recipe.quantize.scheme == "none":
-        linear_quantized = 0
-    failures = gate_failures(
-        result,
-        recipe.gate,
-        linear_total=linear_total,
-        linear_quantized=linear_quantized,
-        delegated_share=delegation.share if delegation else None,
-    )
+    linear_quantized = 0 if recipe.quantize.scheme == "none" else exported.linear_quantized
+    failures = gate_failures(result, recipe.gate, linear_total=exported.linear_total, linear_quantized=linear_quantized,
+                             delegated_share=exported.delegation.share if exported.delegation else None)  # fmt: skip
     manifest = mf.Manifest(
         manifest_version=mf.MANIFEST_VERSION,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -190,23 +158,27 @@ def _export_fresh(prepared: Any, recipe: Recipe, staged: Path, progress: Steps) 
         ),
         recipe=recipe.model_dump(),
         target=recipe.target,
-        runtime=runtime,
-        artifact=artifact.name,
+        runtime=exported.runtime,
+        artifact=exported.artifact.name,
         tool_versions=mf.tool_versions(),
         files=mf.describe_files(staged),
-        signature=signature,
+        signature=exported.signature,
         max_context=recipe.max_context,
-        kv_cache=mf.kv_cache_layout(config, recipe.max_context, static=recipe.target == "executorch"),
+        kv_cache=exported.kv_cache,
         quantization=mf.Quantization(
             scheme=recipe.quantize.scheme,
-            linear_total=linear_total,
+            block_size=recipe.quantize.block_size,
+            head=recipe.quantize.head,
+            embedding=exported.embedding,
+            linear_total=exported.linear_total,
             linear_quantized=linear_quantized,
-            linear_float=linear_total - linear_quantized,
-            skipped_layers=skipped,
-            embedding=recipe.quantize.embedding,
+            linear_float=exported.linear_total - linear_quantized,
+            skipped_layers=exported.skipped_layers,
         ),
-        delegation=delegation,
-        parity=result.to_quality(),
+        delegation=exported.delegation,
+        requires=exported.requires,
+        details=exported.details,
+        parity=mf.Quality(**asdict(result)),
         gate=mf.GateResult(passed=not failures, failures=failures, thresholds=recipe.gate.model_dump()),
         export_wall_s=round(time.perf_counter() - started, 3),
     )
@@ -214,26 +186,13 @@ def _export_fresh(prepared: Any, recipe: Recipe, staged: Path, progress: Steps) 
     return manifest
 
 
-def _run_parity(make_runner: Any, reference: Reference, runtime: str) -> Any:
+def _measure(target: Target, staged: Path, exported: Exported, recipe: Recipe, model: Any,
+             ids: list[int]) -> QualityResult:  # fmt: skip
     try:
-        return measure(make_runner(), reference)
+        runner = target.open_runner(staged, exported, recipe)
+        return quality.measure(runner, TorchReference(model), ids, text=GATE_TEXT_NAME,
+                               n_ctx=min(quality.N_CTX, recipe.max_context))  # fmt: skip
+    except EdgekitError:
+        raise
     except Exception as exc:  # the runtimes raise RuntimeError with their own codes
-        raise ExportError(f"the exported artifact does not run in {runtime}: {exc}") from exc
-
-
-def _linears(model: Any) -> Any:
-    import torch
-
-    return (m for m in model.modules() if isinstance(m, torch.nn.Linear))
-
-
-def _pte_signature(max_context: int, vocab_size: int) -> dict[str, Any]:
-    seq = f"seq_len<={max_context - 1}"
-    return {
-        "method": "forward",
-        "inputs": [
-            {"name": "input_ids", "dtype": "int64", "shape": [1, seq]},
-            {"name": "cache_position", "dtype": "int64", "shape": [seq]},
-        ],
-        "outputs": [{"name": "logits", "dtype": "float32", "shape": [1, seq, vocab_size]}],
-    }
+        raise ExportError(f"the exported artifact does not run in {exported.runtime}: {exc}") from exc

@@ -1,9 +1,9 @@
 """Export recipes: declarative YAML files in ``export_configs/``, validated on load.
 
-A recipe names one target (ONNX or ExecuTorch), one quantization scheme and the thresholds of the
-parity gate. Parsing happens here, at the edge: YAML -> pydantic model with unknown keys forbidden ->
-typed ``Recipe`` used by the exporters. A bad value is an error naming the recipe, the key and what was
-allowed.
+A recipe names one target (ONNX in ONNX Runtime GenAI's layout, ExecuTorch, or GGUF for llama.cpp), one
+quantization scheme and the thresholds of the quality gate. Parsing happens here, at the edge: YAML ->
+pydantic model with unknown keys forbidden -> typed ``Recipe`` used by the exporters. A bad value is an
+error naming the recipe, the key and what was allowed.
 """
 
 from __future__ import annotations
@@ -16,8 +16,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from edgekit.errors import ConfigError, UnknownName
 
-ONNX_SCHEMES = ("none", "int8", "int4")
-EXECUTORCH_SCHEMES = ("none", "8da4w", "8da8w")
+# Quantization schemes per target (see README "Export recipes"):
+#   onnx:       none | int4 (symmetric, RTN: the model builder's) | int8 (weight-only, blocks of 32)
+#               | q4 (affine 4-bit blocks: the source's Q4_1 grid kept exactly when the source is a GGUF)
+#   executorch: none | 8da4w (8-bit dynamic activations, symmetric 4-bit groups) | 8da8w (8-bit per channel)
+#               | q4 (affine 4-bit groups, the source's grid kept exactly when the source is a GGUF)
+#   gguf:       source (a GGUF source as it is) | f32 | f16 | q8_0 | q4_0 | q4_k_m (llama-quantize)
+SCHEMES: dict[str, tuple[str, ...]] = {
+    "onnx": ("none", "int4", "int8", "q4"),
+    "executorch": ("none", "8da4w", "8da8w", "q4"),
+    "gguf": ("source", "f32", "f16", "q8_0", "q4_0", "q4_k_m"),
+}
+_BLOCKED = ("int4", "int8", "q4", "8da4w")  # schemes with a block (group) size
 
 
 def recipes_dir() -> Path:
@@ -29,35 +39,35 @@ class _Strict(BaseModel):
 
 
 class Quantization(_Strict):
-    scheme: Literal["none", "int8", "int4", "8da4w", "8da8w"] = "none"
-    # ONNX int4: MatMulNBits block size. ExecuTorch 8da4w: torchao group size.
+    scheme: str = "none"
+    # Weights per block (group) along the input dimension; must divide every quantized layer's width.
     block_size: int | None = None
-    symmetric: bool = True
-    # ONNX: give a tied lm_head (MatMul on Transpose(embedding)) its own constant so it is quantized.
-    materialize_tied_lm_head: bool = False
-    # ExecuTorch: quantize the embedding table too.
+    # The output layer (lm_head) and, when tied to it, the embedding table: "body" = as the other linears,
+    # "int8" = 8 bits (llama.cpp keeps its output layer at Q8_0 for the same reason: it is the largest
+    # single matrix and the most sensitive).
+    head: Literal["body", "int8"] = "body"
+    # ExecuTorch: the embedding table through the quantized embedding ops (4 or 8 bits, groups of 32).
     embedding: Literal["none", "4bit", "8bit"] = "none"
-    embedding_group_size: int = 32
 
     @model_validator(mode="after")
     def _check_sizes(self) -> Quantization:
-        for key in ("block_size", "embedding_group_size"):
-            value = getattr(self, key)
-            if value is not None and (value < 16 or value & (value - 1)):
-                raise ValueError(f"{key} must be a power of two >= 16, got {value}")
-        if self.scheme in ("int4", "8da4w") and self.block_size is None:
+        value = self.block_size
+        if value is not None and (value < 16 or value & (value - 1)):
+            raise ValueError(f"block_size must be a power of two >= 16, got {value}")
+        if self.scheme in _BLOCKED and value is None:
             raise ValueError(f"block_size is required for scheme '{self.scheme}'")
-        if self.scheme not in ("int4", "8da4w") and self.block_size is not None:
-            raise ValueError(f"block_size only applies to schemes int4 and 8da4w, not '{self.scheme}'")
+        if self.scheme not in _BLOCKED and value is not None:
+            raise ValueError(f"block_size only applies to schemes {', '.join(_BLOCKED)}, not '{self.scheme}'")
         return self
 
 
 class Gate(_Strict):
-    """Thresholds of the parity and quality gate, checked after every export."""
+    """Thresholds of the quality gate (edgekit/export/quality.py), set per recipe from measurements."""
 
-    max_abs_logit_diff: float = Field(gt=0)
-    min_top1_agreement: float = Field(ge=0, le=1)
+    max_kl: float = Field(ge=0)  # mean KL divergence, reference || artifact, per scored token
     max_ppl_ratio: float = Field(ge=1)
+    min_top1_agreement: float = Field(ge=0, le=1)
+    max_abs_logit_diff: float = Field(gt=0)  # a sanity bound only: broken artifacts are off by orders
     require_all_linear_quantized: bool = False
     min_delegated_share: float = Field(default=0.0, ge=0, le=1)
 
@@ -65,7 +75,7 @@ class Gate(_Strict):
 class Recipe(_Strict):
     name: str
     description: str
-    target: Literal["onnx", "executorch"]
+    target: Literal["onnx", "executorch", "gguf"]
     max_context: int = Field(default=512, ge=16, le=131072)
     threads: int = Field(default=2, ge=1, le=256)
     quantize: Quantization = Quantization()
@@ -73,21 +83,21 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _check_target(self) -> Recipe:
-        allowed = ONNX_SCHEMES if self.target == "onnx" else EXECUTORCH_SCHEMES
-        if self.quantize.scheme not in allowed:
+        allowed = SCHEMES[self.target]
+        q = self.quantize
+        if q.scheme not in allowed:
             raise ValueError(
-                f"quantize.scheme must be one of {', '.join(allowed)} for target {self.target}, "
-                f"got '{self.quantize.scheme}'"
+                f"quantize.scheme must be one of {', '.join(allowed)} for target {self.target}, got '{q.scheme}'"
             )
-        if self.target == "onnx" and self.quantize.embedding != "none":
-            raise ValueError("quantize.embedding is only supported for target executorch")
-        if self.target == "executorch" and self.quantize.materialize_tied_lm_head:
-            raise ValueError("quantize.materialize_tied_lm_head is only meaningful for target onnx")
+        if self.target != "executorch" and q.embedding != "none":
+            raise ValueError("quantize.embedding is only for target executorch (ONNX embeddings follow head)")
+        if self.target == "gguf" and q.head != "body":
+            raise ValueError("quantize.head is not for target gguf (llama-quantize picks the output layer's type)")
         return self
 
     @property
     def extension(self) -> str:
-        return "onnx" if self.target == "onnx" else "pte"
+        return {"onnx": "onnx", "executorch": "pte", "gguf": "gguf"}[self.target]
 
 
 def _format_error(source: str, exc: ValidationError) -> str:

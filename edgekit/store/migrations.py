@@ -110,9 +110,17 @@ def m002_farm_cells(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def m003_artifact_quality(con: duckdb.DuckDBPyConnection) -> None:
+    """The quality gate's KL divergence and the perplexity ratio's interval, beside the older columns."""
+    con.execute("ALTER TABLE artifacts ADD COLUMN parity_kl_mean DOUBLE")
+    con.execute("ALTER TABLE artifacts ADD COLUMN parity_ppl_ratio_ci_low DOUBLE")
+    con.execute("ALTER TABLE artifacts ADD COLUMN parity_ppl_ratio_ci_high DOUBLE")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("m001_initial", m001_initial),
     ("m002_farm_cells", m002_farm_cells),
+    ("m003_artifact_quality", m003_artifact_quality),
 ]
 
 

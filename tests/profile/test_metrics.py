@@ -24,9 +24,9 @@ MS = 1_000_000
 P, G = 10, 5
 
 
-def manifest(kind: str = "past-present-io") -> Manifest:
+def manifest(kind: str = "grows") -> Manifest:
     """A manifest with a 4 MiB model file and a 1 kB/token KV cache of 512 positions."""
-    spec = ArtifactSpec(target="onnx" if kind == "past-present-io" else "executorch", weights_bytes=4096 * 1024,
+    spec = ArtifactSpec(target="onnx" if kind == "grows" else "executorch", weights_bytes=4096 * 1024,
                         kv_bytes_per_token=1024, max_context=512)
     return fake_manifest(spec)
 
@@ -115,7 +115,7 @@ def test_memory_breakdown(tmp_path):
     assert m.memory["weights_kb"] == 4096
     assert m.memory["kv_cache_kb"] == (P + G) * 1024 // 1024
     assert m.memory["runtime_kb"] == m.memory["peak_rss_kb"] - 4096 - (P + G)
-    static = compute_metrics(parse_lines(tmp_path / "t", build()), manifest("static-buffers-in-program"))
+    static = compute_metrics(parse_lines(tmp_path / "t", build()), manifest("preallocated"))
     assert static.memory["kv_cache_kb"] == 512
 
 
