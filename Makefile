@@ -49,7 +49,7 @@ demo: $(STAMP) native
 	$(PY) -m edgekit.demo --out $(DEMO_OUT)
 
 bench: $(STAMP)
-	$(PY) bench/export.py
+	$(PY) bench/quality.py
 
 clean:
 	rm -rf $(VENV) out build

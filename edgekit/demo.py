@@ -33,7 +33,7 @@ DEMO_RECIPES = ("onnx-int4", "pte-8da4w")
 
 def summary_table(manifests: list[Manifest]) -> Table:
     table = Table(title=f"{DEMO_MODEL}: exported artifacts")
-    for column in ("recipe", "file", "size MB", "quantized", "delegated", "max |Δlogit|", "top-1", "ppl ratio", "gate"):
+    for column in ("recipe", "file", "size MB", "quantized", "delegated", "KL", "same top-1", "ppl ratio", "gate"):
         table.add_column(column)
     for m in manifests:
         q, p = m.quantization, m.parity
@@ -44,7 +44,7 @@ def summary_table(manifests: list[Manifest]) -> Table:
             f"{m.weights_bytes / 1e6:.1f}",
             f"{q.linear_quantized}/{q.linear_total}",
             delegated,
-            f"{p.max_abs_logit_diff:.3f}",
+            f"{p.kl_mean:.4f}",
             f"{p.top1_agreement:.3f}",
             f"{p.ppl_ratio:.3f}",
             "[green]passed[/green]" if m.gate.passed else "[red]failed[/red]",

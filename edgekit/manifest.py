@@ -89,6 +89,7 @@ class KvCache(_Part):
 
 class Quantization(_Part):
     scheme: str
+    bits: int  # nominal bits per weight of the body's linear layers (32 or 16 when not quantized)
     block_size: int | None
     head: str  # the output layer's precision: as the body, or int8
     embedding: str  # the embedding table: float, 4bit, 8bit, or as the head when shared with it

@@ -101,6 +101,11 @@ class PteLoop:
             from executorch.extension.pybindings import portable_lib
 
             portable_lib._unsafe_reset_threadpool(threads)
+        # Kernels edgekit's programs may call beyond the runtime's own: ExecuTorch's LLM ops (KV cache, SDPA)
+        # and its quantized embedding ops. A runtime without them fails the load naming the operator.
+        for module in ("executorch.extension.llm.custom_ops.custom_ops", "executorch.kernels.quantized"):
+            with contextlib.suppress(ImportError):
+                __import__(module)
         self.method = Runtime.get().load_program(path).load_method("forward")
         self.positions = [torch.tensor([p], dtype=torch.long) for p in range(max_positions)]
         # A decode step does what the native runner's does: write the token and the position into the

@@ -84,15 +84,25 @@ def manifest_table(m: Manifest) -> Table:
         ("files", ", ".join(f"{f.name} {_mb(f.bytes)}" for f in m.files)),
         ("max context", str(m.max_context)),
         ("kv cache", f"{kv.layers} layers × {kv.kv_heads} kv heads × {kv.head_dim} · {kv.dtype} · {kv.kind}"),
-        ("quantized linears", f"{q.linear_quantized}/{q.linear_total} ({q.scheme})"),
+        ("quantized linears", f"{q.linear_quantized}/{q.linear_total} ({q.scheme}"
+                              + (f", blocks of {q.block_size}" if q.block_size else "") + f"; output layer {q.head}; "
+                              f"embedding {q.embedding})"),
     ]
+    if m.requires:
+        rows.append(("requires", ", ".join(m.requires)))
     if m.delegation is not None:
         d = m.delegation
         rows.append(("xnnpack delegated", f"{d.share:.0%} of nodes in {d.delegated_subgraphs} subgraphs"))
+    t = gate.thresholds
     rows += [
-        ("max |Δlogit|", f"{p.max_abs_logit_diff:.4g} (≤ {gate.thresholds['max_abs_logit_diff']:g})"),
-        ("top-1 agreement", f"{p.top1_agreement:.3f} (≥ {gate.thresholds['min_top1_agreement']:g})"),
-        ("perplexity", f"{p.ppl_artifact:.3f} vs fp32 {p.ppl_reference:.3f} (ratio {p.ppl_ratio:.4f})"),
+        ("quality text", f"{p.text}: {p.tokens} tokens scored in {p.chunks} chunks of {p.n_ctx}"),
+        ("KL divergence", f"{p.kl_mean:.4f} (95% CI {p.kl_ci[0]:.4f}–{p.kl_ci[1]:.4f}; p99 {p.kl_p99:.3f}) "
+                          f"(≤ {t['max_kl']:g})"),
+        ("perplexity ratio", f"{p.ppl_ratio:.4f} (95% CI {p.ppl_ratio_ci[0]:.4f}–{p.ppl_ratio_ci[1]:.4f}; "
+                             f"{p.ppl_artifact:.3f} vs fp32 {p.ppl_reference:.3f}) (≤ {t['max_ppl_ratio']:g})"),
+        ("same top-1", f"{p.top1_agreement:.3f} (95% CI {p.top1_ci[0]:.3f}–{p.top1_ci[1]:.3f}) "
+                       f"(≥ {t['min_top1_agreement']:g})"),
+        ("max |Δlogit|", f"{p.max_abs_logit_diff:.4g} (≤ {t['max_abs_logit_diff']:g}, a sanity bound)"),
         ("export wall", f"{m.export_wall_s:.1f} s"),
         ("tools", ", ".join(f"{k} {v}" for k, v in m.tool_versions.items() if v)),
     ]

@@ -100,23 +100,27 @@ def emit_report(cells: list[Any], fmt: str, out: Path | None) -> None:
 
 def compare_cmd(
     a: str = typer.Argument(..., help="an artifact (sha256 prefix), device, recipe or model"),
-    b: str = typer.Argument(..., help="the same kind of thing as A"),
+    others: list[str] = typer.Argument(..., help="one or more of the same kind as A (e.g. three formats' recipes)"),
     device: list[str] = _DEVICE,
     model: list[str] = _MODEL,
     recipe: list[str] = _RECIPE,
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
-    """How A compares with B on everything else held equal: ratios of medians with 95% bootstrap CIs."""
-    from edgekit.report.compare import compare, render_comparison
+    """How A compares with each other on everything else held equal: ratios of medians with 95% bootstrap
+    CIs; with several, all side by side on one schema."""
+    from edgekit.report.compare import compare, render_comparison, render_side_by_side
     from edgekit.store import Store
     from edgekit.store.queries import Filters
 
+    filters = Filters(devices=device, models=model, recipes=recipe)
     with Store() as store:
-        result = compare(store, a, b, Filters(devices=device, models=model, recipes=recipe))
+        results = [compare(store, a, b, filters) for b in others]
     if as_json:
-        typer.echo(result.to_json())
+        typer.echo(results[0].to_json() if len(results) == 1 else "[" + ",".join(r.to_json() for r in results) + "]")
+    elif len(results) == 1:
+        render_comparison(results[0], console)
     else:
-        render_comparison(result, console)
+        render_side_by_side(results, console)
 
 
 def trace_cmd(

@@ -1,6 +1,7 @@
 """``edgekit study --protocol slm-survey --models M... --devices D...``: run a published measurement
-protocol through the profiler, store every trace, and print the protocol's table (optionally with the
-paper's own figures from a reference CSV). Parsing and printing only."""
+protocol through the profiler, store every trace, and print the protocol's table beside the paper's own
+figures (shipped with edgekit; another CSV with --reference-csv, none with --no-reference). Parsing and
+printing only."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 if TYPE_CHECKING:
     from edgekit.report.study import Protocol, StudyRow
@@ -25,13 +27,16 @@ def study_cmd(
     protocol: str = typer.Option("slm-survey", "--protocol", help="the measurement protocol (slm-survey)"),
     models: list[str] = typer.Option([], "--models", help="model specs, comma-separated or repeated"),
     devices: list[str] = typer.Option([], "--devices", help="inventory device names, comma-separated or repeated"),
-    recipe: str | None = typer.Option(None, "--recipe", help="a 4-bit recipe of the protocol (default: its first)"),
+    recipe: str | None = typer.Option(None, "--recipe", help="the protocol's 4-bit recipe (default: its engine's)"),
+    extra: list[str] = typer.Option([], "--extra-recipes", help="more of the protocol's 4-bit recipes (other "
+                                    "runtimes), comma-separated or repeated: extra rows"),
     reference_csv: Path | None = typer.Option(
         None,
         "--reference-csv",
-        help="published figures as reference rows; CSV columns: model, params, device, prefill_ms, "
-        "decode_ms_per_token, weights_mb, kv_cache_mb, compute_mb, other_mb, source",
+        help="published figures as reference rows (default: the survey's, shipped with edgekit); CSV columns: "
+        "model, params, device, prefill_ms, decode_ms_per_token, weights_mb, kv_cache_mb, compute_mb, other_mb, source",
     ),
+    no_reference: bool = typer.Option(False, "--no-reference", help="show measured rows only"),
     no_run: bool = typer.Option(False, "--no-run", help="do not profile; print the table from stored runs"),
     inventory: Path | None = typer.Option(None, "--inventory", help="device inventory file"),
     python: str | None = typer.Option(None, "--python", help="the devices' Python (default: the profiler's choice)"),
@@ -40,7 +45,14 @@ def study_cmd(
 ) -> None:
     """Run PROTOCOL for every model on every device, then print its table."""
     from edgekit.errors import StoreError
-    from edgekit.report.study import get_protocol, measured_rows, read_reference_csv, render_study, study_table
+    from edgekit.report.study import (
+        SURVEY_REFERENCE,
+        get_protocol,
+        measured_rows,
+        read_reference_csv,
+        render_study,
+        study_table,
+    )
     from edgekit.report.study_run import StudyTest, run_protocol
     from edgekit.store import Store
 
@@ -48,16 +60,19 @@ def study_cmd(
     model_list, device_list = _split(models), _split(devices)
     if not no_run and (not model_list or not device_list):
         raise StoreError("a study run needs --models and --devices (or --no-run to print stored runs)")
-    references = read_reference_csv(reference_csv) if reference_csv else []
+    default_reference = SURVEY_REFERENCE if spec.name == "slm-survey" else None
+    reference = None if no_reference else (reference_csv or default_reference)
+    references = read_reference_csv(reference) if reference else []
+    recipes = [recipe or spec.recipes[0], *_split(extra)]
 
     def show(test: StudyTest) -> None:
-        state = f"[red]failed[/red]: {test.error}" if test.error else f"stored {test.trace_path}"
-        console.print(f"{test.model} on {test.device}: {state}", highlight=False, soft_wrap=True)
+        state = f"[red]failed[/red]: {escape(test.error)}" if test.error else f"stored {test.trace_path}"
+        console.print(f"{test.model} ({test.recipe}) on {test.device}: {state}", highlight=False, soft_wrap=True)
 
     with Store() as store:
         if not no_run:
-            run_protocol(spec, model_list, device_list, recipe or spec.recipes[0], store,
-                         inventory=inventory, python=python, on_test=show)  # fmt: skip
+            run_protocol(spec, model_list, device_list, recipes, store, inventory=inventory, python=python,
+                         on_test=show)  # fmt: skip
         rows = measured_rows(store, spec, model_list, device_list) + references
     if fmt == "table" and out is None and console.is_terminal:
         console.print(study_table(spec, rows))

@@ -28,7 +28,7 @@ from edgekit.data import GATE_TEXT_NAME, gate_text
 from edgekit.errors import ArtifactError, EdgekitError, ExportError, ParityError
 from edgekit.export import quality
 from edgekit.export.quality import QualityResult, TorchReference, gate_failures
-from edgekit.export.recipes import Recipe
+from edgekit.export.recipes import Recipe, nominal_bits
 from edgekit.export.target import Exported, Target, get_target
 from edgekit.models import PreparedModel, load_model, load_tokenizer, prepare
 
@@ -167,6 +167,7 @@ def _export_fresh(prepared: PreparedModel, recipe: Recipe, staged: Path, progres
         kv_cache=exported.kv_cache,
         quantization=mf.Quantization(
             scheme=recipe.quantize.scheme,
+            bits=exported.bits or nominal_bits(recipe.quantize.scheme) or 32,
             block_size=recipe.quantize.block_size,
             head=recipe.quantize.head,
             embedding=exported.embedding,

@@ -28,6 +28,13 @@ SCHEMES: dict[str, tuple[str, ...]] = {
     "gguf": ("source", "f32", "f16", "q8_0", "q4_0", "q4_k_m"),
 }
 _BLOCKED = ("int4", "int8", "q4", "8da4w")  # schemes with a block (group) size
+_BITS = {"none": 32, "f32": 32, "f16": 16, "int8": 8, "8da8w": 8, "q8_0": 8,
+         "int4": 4, "q4": 4, "8da4w": 4, "q4_0": 4, "q4_k_m": 4}  # fmt: skip
+
+
+def nominal_bits(scheme: str) -> int | None:
+    """Bits per weight a scheme stores the body's linears in (None: it depends on the source, as ``source``)."""
+    return _BITS.get(scheme)
 
 
 def recipes_dir() -> Path:
@@ -79,6 +86,9 @@ class Recipe(_Strict):
     max_context: int = Field(default=512, ge=16, le=131072)
     threads: int = Field(default=2, ge=1, le=256)
     quantize: Quantization = Quantization()
+    # ExecuTorch: "custom" = ExecuTorch's LLM ops (in-place KV cache, SDPA over the filled part); "portable"
+    # = transformers' static cache on portable kernels, for runtimes without those ops.
+    attention: Literal["custom", "portable"] = "custom"
     gate: Gate
 
     @model_validator(mode="after")
@@ -91,6 +101,8 @@ class Recipe(_Strict):
             )
         if self.target != "executorch" and q.embedding != "none":
             raise ValueError("quantize.embedding is only for target executorch (ONNX embeddings follow head)")
+        if self.target != "executorch" and self.attention != "custom":
+            raise ValueError("attention is only for target executorch")
         if self.target == "gguf" and q.head != "body":
             raise ValueError("quantize.head is not for target gguf (llama-quantize picks the output layer's type)")
         return self

@@ -31,6 +31,7 @@ class Exported:
     linear_quantized: int
     skipped_layers: list[str] = field(default_factory=list)
     embedding: str = "float"  # the embedding table as exported: float, 4bit, 8bit, or shared with the head
+    bits: int | None = None  # the body's bits per weight when the scheme does not say (a GGUF passed through)
     delegation: Delegation | None = None
     requires: list[str] = field(default_factory=list)  # operators/kernels a runner must provide
     details: dict[str, Any] = field(default_factory=dict)  # target-specific facts for the manifest

@@ -134,6 +134,29 @@ def compare(store: Store, a: str, b: str, filters: Filters | None = None) -> Com
     return result
 
 
+def render_side_by_side(results: list[Comparison], console: Console) -> None:
+    """Several comparisons against the same A as one table per context: one row per name, every metric's
+    median and its ratio to A with the 95% CI."""
+    contexts: dict[str, list[tuple[str, PairComparison]]] = {}
+    for result in results:
+        for pair in result.pairs:
+            key = ", ".join(f"{k}={v}" for k, v in pair.context.items())
+            contexts.setdefault(key, []).append((result.b, pair))
+    for context, pairs in contexts.items():
+        first = results[0]
+        columns = [f"{r.metric} ({r.unit})" for r in pairs[0][1].ratios]
+        table = Table("", *columns, title=f"{first.kind}s side by side, {context}")
+        table.add_row(first.a, *(fmt_number(r.a_median) for r in pairs[0][1].ratios))
+        for name, pair in pairs:
+            cells = []
+            for r in pair.ratios:  # r.ratio is A / B with its CI; the row shows B / A
+                ci = f" [{1 / r.ci_high:.2f}–{1 / r.ci_low:.2f}]" if r.ci_low and r.ci_high else ""
+                ratio = f" ({1 / r.ratio:.2f}× A{ci})" if r.ratio else ""
+                cells.append(f"{fmt_number(r.b_median)}{ratio}")
+            table.add_row(name, *cells)
+        console.print(table)
+
+
 def render_comparison(result: Comparison, console: Console) -> None:
     for pair in result.pairs:
         console.print(f"[bold]{pair.sentence}[/bold]", highlight=False)

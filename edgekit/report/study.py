@@ -7,8 +7,10 @@ memory in MB split as the survey draws it (weights / KV cache / compute / other)
 ``edgekit.profile.metrics``'s (``memory_breakdown``, ``split_runtime_memory``, ``ms_per_token``); this
 module only groups stored values and takes medians.
 
-Reference rows (the survey's published figures, typed in by the user) come from a CSV with the columns
-``REFERENCE_COLUMNS``; see ``read_reference_csv``. Running the protocol lives in ``study_run.py``.
+Reference rows come from a CSV with the columns ``REFERENCE_COLUMNS`` (``read_reference_csv``); edgekit
+ships the survey's own published figures for 20 models on the Jetson Orin NX (``SURVEY_REFERENCE``, read
+from the paper's figures, each row citing its source) and shows them by default. Running the protocol
+lives in ``study_run.py``.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Protocol:
     weight_bits: int
     runs: int = 5
     warmup: int = 1
+    max_context: int = 2048  # the context every artifact of the study is exported for (the survey's n_ctx)
 
     def workload(self) -> Workload:
         """The protocol's workload; the gap between tests is its cool-down."""
@@ -50,16 +53,20 @@ class Protocol:
 
 
 PROTOCOLS = {
+    # The survey ran every model in llama.cpp at 4 bits with n_ctx 2048 "to eliminate the impact of inference
+    # engine implementations": its engine is the default; the other runtimes' 4-bit recipes can be added.
     "slm-survey": Protocol(
         name="slm-survey",
         title="Small Language Models: Survey, Measurements, and Insights",
-        recipes=("onnx-int4", "pte-8da4w"),
+        recipes=("gguf-q4_k_m", "gguf-source", "gguf-q4_0", "pte-q4", "pte-8da4w", "onnx-q4", "onnx-int4"),
         prompt_len=50,
         gen_len=50,
         gap_s=10.0,
         weight_bits=4,
     )
 }
+
+SURVEY_REFERENCE = Path(__file__).resolve().parents[1] / "data" / "slm-survey-reference.csv"
 
 # The reference CSV: one row per published measurement. Required: model, device, source. Numbers may be
 # empty (not published). params: a count (135000000) or with a suffix (135M, 1.1B).

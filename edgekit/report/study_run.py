@@ -25,21 +25,22 @@ from edgekit.store.db import Store
 class StudyTest:
     model: str
     device: str
+    recipe: str
     trace_path: Path | None = None
     error: str | None = None
 
 
-def _artifact_dir(model: str, recipe: str) -> Path:
-    """Export (or reuse) ``model`` with ``recipe`` under the home's study directory."""
+def _artifact_dir(model: str, recipe: str, max_context: int) -> Path:
+    """Export (or reuse) ``model`` with ``recipe`` at the protocol's context under the home's study directory."""
     from edgekit.export.pipeline import export
     from edgekit.export.recipes import resolve_recipe
 
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)
-    out = paths.home() / "study" / "artifacts" / f"{safe}-{recipe}"
+    out = paths.home() / "study" / "artifacts" / f"{safe}-{recipe}-ctx{max_context}"
     if (out / "manifest.json").is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    export(model, resolve_recipe(recipe), out)
+    export(model, resolve_recipe(recipe).model_copy(update={"max_context": max_context}), out)
     return out
 
 
@@ -47,30 +48,40 @@ def run_protocol(
     protocol: Protocol,
     models: list[str],
     devices: list[str],
-    recipe: str,
+    recipes: list[str],
     store: Store,
     *,
     inventory: str | Path | None = None,
     python: str | None = None,
     on_test: Callable[[StudyTest], None] | None = None,
 ) -> list[StudyTest]:
-    """Every model on every device; a failed test is reported and the study goes on."""
-    if recipe not in protocol.recipes:
-        raise StudyError(f"protocol '{protocol.name}' uses {', '.join(protocol.recipes)}; got recipe '{recipe}'")
-    artifacts = {model: _artifact_dir(model, recipe) for model in models}
+    """Every model with every recipe (the protocol's engine first) on every device; a failed test is reported
+    and the study goes on."""
+    unknown = [r for r in recipes if r not in protocol.recipes]
+    if unknown:
+        raise StudyError(f"protocol '{protocol.name}' uses {', '.join(protocol.recipes)}; got recipe '{unknown[0]}'")
     tests: list[StudyTest] = []
     for model in models:
-        for device in devices:
-            if tests:
-                time.sleep(protocol.gap_s)  # the protocol's pause between tests
-            test = StudyTest(model, device)
-            request = ProfileRequest(artifacts[model], protocol.workload())
-            try:
-                done = profile_and_store(request, device, inventory=inventory, python=python, store=store)
-                test.trace_path = done.result.trace.path
-            except EdgekitError as exc:
-                test.error = str(exc)
-            tests.append(test)
-            if on_test is not None:
-                on_test(test)
+        for recipe in recipes:
+            _profile_everywhere(protocol, model, recipe, devices, store, tests, inventory, python, on_test)
     return tests
+
+
+def _profile_everywhere(protocol: Protocol, model: str, recipe: str, devices: list[str], store: Store,
+                        tests: list[StudyTest], inventory: str | Path | None, python: str | None,
+                        on_test: Callable[[StudyTest], None] | None) -> None:  # fmt: skip
+    artifact: Path | None = None
+    for device in devices:
+        if tests:
+            time.sleep(protocol.gap_s)  # the protocol's pause between tests
+        test = StudyTest(model, device, recipe)
+        try:
+            artifact = artifact or _artifact_dir(model, recipe, protocol.max_context)
+            request = ProfileRequest(artifact, protocol.workload())
+            done = profile_and_store(request, device, inventory=inventory, python=python, store=store)
+            test.trace_path = done.result.trace.path
+        except EdgekitError as exc:
+            test.error = str(exc)
+        tests.append(test)
+        if on_test is not None:
+            on_test(test)

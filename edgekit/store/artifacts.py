@@ -7,29 +7,16 @@ files, never the store.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from edgekit.manifest import MANIFEST_NAME, Manifest, read_manifest
 
-_BITS = re.compile(r"(\d+)w|int(\d+)")
-
 
 def manifest_beside(trace_path: Path) -> Manifest | None:
     candidate = Path(trace_path).parent / MANIFEST_NAME
     return read_manifest(candidate) if candidate.is_file() else None
-
-
-def quant_bits(scheme: str | None) -> int | None:
-    """Weight bits of a quantization scheme name: int4 -> 4, 8da4w -> 4, none -> 32 (fp32)."""
-    if not scheme or scheme == "none":
-        return 32
-    match = _BITS.search(scheme)
-    if not match:
-        return None
-    return int(match.group(1) or match.group(2))
 
 
 def artifact_row(sha256: str, manifest: Manifest) -> dict[str, Any]:
@@ -46,7 +33,7 @@ def artifact_row(sha256: str, manifest: Manifest) -> dict[str, Any]:
         "quant_scheme": scheme,
         "quant_block_size": (manifest.recipe.get("quantize") or {}).get("block_size"),
         "quant_embedding": quant.embedding,
-        "quant_bits": quant_bits(scheme),
+        "quant_bits": quant.bits,
         "artifact_file": manifest.artifact,
         "artifact_bytes": manifest.artifact_bytes,
         "total_bytes": manifest.weights_bytes,

@@ -90,15 +90,19 @@ def test_exec_out_is_binary_clean(phone: Phone) -> None:
     assert out.stdout == b"\x00\x01\xff"
 
 
-def test_host_built_binary_and_host_python_run_inside(phone: Phone, tmp_path: Path) -> None:
+def test_a_native_binary_runs_and_there_is_no_python(phone: Phone, tmp_path: Path) -> None:
     source = tmp_path / "hello.c"
     source.write_text('#include <stdio.h>\nint main(void) { puts("native hello"); return 0; }\n')
     subprocess.run(["g++", "-x", "c", "-O1", "-o", str(tmp_path / "hello"), str(source)], check=True)
     assert phone.adb("push", str(tmp_path / "hello"), "/data/local/tmp/hello").returncode == 0
     assert phone.adb("shell", "/data/local/tmp/hello").stdout == b"native hello\n"
-    out = phone.adb("shell", f"{sys.executable} -c 'import sys; print(sys.version_info[:2])'")
-    assert out.stdout.strip() == str(sys.version_info[:2]).encode(), out.stderr
-    assert phone.adb("shell", "touch /usr/edgekit-probe").returncode != 0  # host dirs are read-only
+    # A phone has no Python: not on PATH, not at the host's paths, not even the standard library.
+    for probe in ("which python3 python", f"{sys.executable} -c 1", "/usr/bin/python3 -c 1",
+                  "ls /usr/lib/python3* /usr/bin"):
+        out = phone.adb("shell", probe)
+        assert out.returncode != 0 or not out.stdout.strip(), f"{probe}: {out.stdout!r}"
+    assert phone.adb("shell", "ls /system/bin/sh /system/bin/ps /system/bin/sha256sum").returncode == 0
+    assert phone.adb("shell", "touch /usr/lib/edgekit-probe").returncode != 0  # host dirs are read-only
 
 
 def test_getprop(phone: Phone) -> None:

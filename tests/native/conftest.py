@@ -132,11 +132,11 @@ def ids_file(directory: Path, ids: list[int]) -> Path:
 
 def greedy_reference(pte: Path, ids: list[int], gen_len: int) -> list[int]:
     """Greedy tokens from executorch.runtime (the Python bindings) for the same program and ids."""
-    from edgekit.export.parity import PteRunner
+    from edgekit.export.executorch import PteRunner
 
-    runner = PteRunner(pte)
-    tokens = [int(runner.step(ids)[-1].argmax())]
+    runner = PteRunner(pte, threads=1)
+    tokens = [int(runner.prefill(ids).argmax())]
     while len(tokens) < gen_len:
-        tokens.append(int(runner.step([tokens[-1]])[-1].argmax()))
+        tokens.append(int(runner.step(tokens[-1]).argmax()))
     return tokens
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekit.export.recipes import nominal_bits
 from edgekit.manifest import (
     FileEntry,
     GateResult,
@@ -98,7 +99,8 @@ def fake_manifest(spec: ArtifactSpec) -> Manifest:
             kind="grows" if spec.target == "onnx" else "preallocated",
             bytes_per_token=spec.kv_bytes_per_token, bytes_at_max_context=spec.kv_bytes_per_token * spec.max_context,
         ),
-        quantization=Quantization(scheme=spec.scheme, block_size=32, head="body", embedding="float",
+        quantization=Quantization(scheme=spec.scheme, bits=nominal_bits(spec.scheme) or 32, block_size=32,
+                                  head="body", embedding="float",
                                   linear_total=14, linear_quantized=14, linear_float=0, skipped_layers=[]),
         parity=Quality(text="alice29.txt", n_ctx=512, chunks=40, tokens=10200, kl_mean=0.02, kl_ci=(0.019, 0.021),
                        kl_p99=0.2, kl_max=1.0, top1_agreement=0.97, top1_ci=(0.966, 0.974), ppl_reference=10.0,
