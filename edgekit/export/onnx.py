@@ -116,7 +116,7 @@ class OnnxTarget:
                                 all_tensors_to_one_file=True, location=DATA_FILE)  # fmt: skip
             embedding, skipped = result.embedding, result.skipped
         for path in built.iterdir():  # genai_config.json and the tokenizer files
-            if path.name not in (MODEL_FILE, DATA_FILE):
+            if path.name not in (MODEL_FILE, DATA_FILE) and not _is_gguf(path):
                 shutil.copy2(path, staged / path.name)
         # GenAI allocates max_length positions per layer up front (past/present share one buffer).
         config["search"]["max_length"] = recipe.max_context
@@ -150,6 +150,13 @@ class OnnxTarget:
 
     def open_runner(self, staged: Path, exported: Exported, recipe: Recipe) -> GenAIGraphRunner:
         return GenAIGraphRunner(staged, threads=recipe.threads, max_context=recipe.max_context)
+
+
+def _is_gguf(path: Path) -> bool:
+    # A tokenizer converted from a GGUF source names the GGUF file itself as its vocab file, so the
+    # builder copies the whole model (98 MB for SmolLM2) as tokenizer.model; GenAI reads tokenizer.json.
+    with path.open("rb") as fh:
+        return fh.read(4) == b"GGUF"
 
 
 def _quantized_by(scheme: str, head: str) -> str:
