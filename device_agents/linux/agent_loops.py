@@ -77,6 +77,63 @@ class OnnxLoop:
         return tokens
 
 
+class GenAILoop:
+    """Prefill + greedy decode through onnxruntime-genai (ORT GenAI's own generator, KV buffer and search).
+
+    ``--model`` is the artifact's model.onnx; GenAI loads the directory around it (genai_config.json). GenAI
+    runs the forward pass of appended tokens at once (``append_tokens`` = the prefill) but the forward pass
+    of a generated token lazily, inside the next ``generate_next_token``, which then also picks the next
+    token; so ``prefill_end`` follows the first pick and each ``decode_step`` brackets one forward pass and
+    one pick, as in the other loops. Greedy (``do_sample`` false); ``min_length`` keeps an end-of-sequence
+    token from ending the run early. The KV buffer has the artifact's ``max_length`` positions (its
+    max_context), as on any GenAI app.
+    """
+
+    kind = "python-onnxruntime-genai"
+
+    def __init__(self, path, threads, max_positions):
+        import json
+        import os
+
+        import numpy as np
+        import onnxruntime_genai as og
+
+        self.np = np
+        self.og = og
+        self.version = og.__version__
+        config = og.Config(os.path.dirname(os.path.abspath(path)))
+        # GenAI has no thread setting of its own: the decoder's ORT session options. Without spinning the
+        # pool's threads sleep between ops instead of burning a core, which on a phone costs energy and
+        # on a shared host steals the core from the sampler (see the ONNX target's notes on spinning).
+        options = {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
+        if threads > 1:
+            options["session.intra_op.allow_spinning"] = "0"
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
+        self.model = og.Model(config)
+        self.max_positions = max_positions
+
+    def generate(self, ids, gen_len, stamp, hook):
+        """Prefill ``ids``, then greedy-decode to ``gen_len`` tokens; returns the tokens."""
+        og = self.og
+        params = og.GeneratorParams(self.model)
+        params.set_search_options(do_sample=False, min_length=len(ids) + gen_len)
+        generator = og.Generator(self.model, params)
+        prompt = self.np.asarray(ids, dtype=self.np.int32)
+        stamp("prefill_start", None)
+        generator.append_tokens(prompt)
+        generator.generate_next_token()
+        tokens = [int(generator.get_next_tokens()[0])]
+        stamp("prefill_end", None)
+        next_token, next_tokens = generator.generate_next_token, generator.get_next_tokens
+        for k in range(1, gen_len):
+            if hook is not None:
+                hook(k)
+            next_token()
+            tokens.append(int(next_tokens()[0]))
+            stamp("decode_step", k)
+        return tokens
+
+
 class PteLoop:
     """Prefill + greedy decode through executorch's Python runtime (static KV cache in the program)."""
 

@@ -17,11 +17,11 @@ import threading
 import time
 import traceback
 
-from agent_loops import OnnxLoop, PteLoop
+from agent_loops import GenAILoop, OnnxLoop, PteLoop
 from agent_sensors import pss_kb, status_kb
 
 STDERR_TAIL_CHARS = 2000
-LOOPS = {"onnxruntime": OnnxLoop, "executorch": PteLoop}
+LOOPS = {"onnxruntime-genai": GenAILoop, "onnxruntime": OnnxLoop, "executorch": PteLoop}
 _MONO = time.monotonic_ns
 
 

@@ -57,8 +57,9 @@ def supervise(args):
     header = {
         "type": "header", "schema_version": SCHEMA_VERSION,
         "agent": {"name": AGENT_NAME, "version": AGENT_VERSION},
-        "runner": {"kind": {"onnxruntime": "python-onnxruntime", "executorch": "python-executorch"}.get(
-            runtime, "python-" + str(runtime)), "version": None},
+        "runner": {"kind": {"onnxruntime-genai": "python-onnxruntime-genai", "onnxruntime": "python-onnxruntime",
+                            "executorch": "python-executorch"}.get(runtime, "python-" + str(runtime)),
+                   "version": None},
         "device": device_facts(overrides),
         "artifact": {"sha256": args.artifact_sha256, "model_id": args.model_id, "recipe": args.recipe,
                      "runtime": runtime, "file": os.path.basename(args.model)},

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """edgekit's on-device profiling agent for Linux boards and emulated devices (stdlib only, plus the runtime
-it drives: onnxruntime, or executorch's Python runtime). The host pushes this directory as one
-content-addressed bundle and runs it with the device's own Python:
+it drives: onnxruntime-genai, onnxruntime, or executorch's Python runtime). The host pushes this directory
+as one content-addressed bundle and runs it with the device's own Python:
 
-    python3 edgekit_agent.py --model FILE --runtime onnxruntime|executorch --model-id ID --recipe NAME \
-        --artifact-sha256 SHA --out DIR --device-json FILE --prompt-len 50 --prompt-ids FILE --gen-len 50 \
+    python3 edgekit_agent.py --model FILE --runtime onnxruntime-genai|onnxruntime|executorch --model-id ID \
+        --recipe NAME --artifact-sha256 SHA --out DIR --device-json FILE --prompt-len 50 --prompt-ids FILE \
+        --gen-len 50 \
         --warmup 1 --runs 5 --threads 2 --sample-ms 20 --baseline-ms 1000
 
 (the same flags, with the same names, as the Android agent around the native runner: the host builds
@@ -26,7 +27,7 @@ import sys
 from agent_supervisor import AGENT_VERSION, supervise
 
 SAMPLE_MS_MIN, SAMPLE_MS_MAX = 10, 100  # the host's Workload has the same limits
-RUNTIMES = ("onnxruntime", "executorch")
+RUNTIMES = ("onnxruntime-genai", "onnxruntime", "executorch")
 
 
 def read_prompt_ids(path, parser):

@@ -1,194 +1,188 @@
-"""ONNX export with a KV cache, and ONNX Runtime quantization.
+"""The ONNX target: ONNX Runtime GenAI's layout, made by GenAI's own model builder, quantized per recipe.
 
-The graph comes from optimum-onnx's exporter (task ``text-generation-with-past``): past key/values are
-inputs and present key/values outputs, so prefill and decode can be run and timed separately. Then:
+The builder (``onnxruntime_genai.models.builder``, run in a child process by ``_genai_build``) writes
+``model.onnx`` + ``model.onnx.data`` + ``genai_config.json`` (+ the tokenizer when the source has one):
+fused ops (GroupQueryAttention with rotary inside, SkipSimplifiedLayerNormalization), inputs
+``input_ids``, ``attention_mask`` and ``past_key_values.{i}.key/value``, outputs ``logits`` and
+``present.*``; GenAI runs it with one past/present buffer of ``max_length`` positions per layer.
+Schemes (``quantize.scheme``):
 
-- int8: ONNX Runtime dynamic quantization, restricted to MatMuls whose weight is a constant (the
-  attention score MatMuls have two activations and stay in float);
-- int4: ONNX Runtime's MatMulNBits quantizer (weight-only, blockwise).
+- ``none``: the builder's fp32 graph;
+- ``int4``: the builder's own int4 (symmetric RTN blocks, accuracy level 4, and with tied embeddings
+  one 4-bit table shared by the embedding and the lm_head): what the ecosystem ships;
+- ``int8`` and ``q4``: the builder's fp32 graph rewritten by ``onnx_quant`` (8-bit blocks; affine
+  4-bit blocks that keep a Q4_1 source's grid exactly).
 
-Known trap: optimum de-duplicates tied weights, so a tied ``lm_head`` becomes MatMul(x,
-Transpose(embedding)) with no constant weight, and the int4 quantizer silently skips it.
-``materialize_transposed_weights`` gives such a MatMul its own constant so it is quantized; the
-quantized-layer count in the manifest catches it when a recipe does not.
+``quantize.head: int8`` puts the lm_head (and the embedding, shared when tied) at 8 bits. Every
+supported architecture (llama, qwen2, phi3, gemma) is one the builder supports, so there is no other
+exporter. The gate runs the graph in a plain ``onnxruntime.InferenceSession`` (the kernels GenAI
+calls) with GenAI's shared past/present buffers; the devices run it through ``onnxruntime_genai``.
 """
 
 from __future__ import annotations
 
-import logging
+import json
+import os
+import shutil
+import subprocess
+import sys
 from collections import Counter
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgekit._progress import Steps
 from edgekit.errors import ExportError
 from edgekit.export.recipes import Recipe
+from edgekit.export.target import Exported
+from edgekit.manifest import kv_cache_layout
+from edgekit.models.sources import PreparedModel
 
-QUANTIZED_MATMUL_OPS = ("MatMulNBits", "MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul")
-
-
-def export_onnx(hf_dir: Path, out_dir: Path, recipe: Recipe, work_dir: Path) -> Path:
-    """Export ``hf_dir`` to ``out_dir/model.onnx`` (plus external data if large), quantized per recipe."""
-    import onnx
-
-    float_dir = work_dir / "onnx-float"
-    _optimum_export(hf_dir, float_dir)
-    model = onnx.load(str(float_dir / "model.onnx"))
-    scheme = recipe.quantize.scheme
-    if recipe.quantize.materialize_tied_lm_head:
-        materialize_transposed_weights(model)
-    out_path = out_dir / "model.onnx"
-    if scheme == "none":
-        _save(model, out_path)
-    elif scheme == "int8":
-        staged = work_dir / "pre-int8.onnx"
-        _save(model, staged)
-        _quantize_int8(model, staged, out_path)
-    elif scheme == "int4":
-        _quantize_int4(model, out_path, recipe)
-    else:  # recipes validate schemes; this guards a new scheme added without an implementation
-        raise ExportError(f"ONNX quantization scheme '{scheme}' is not implemented")
-    return out_path
+MODEL_FILE = "model.onnx"
+DATA_FILE = "model.onnx.data"
+CONFIG_FILE = "genai_config.json"
+BUILD_TIMEOUT_S = 3600.0
+ACCURACY_LEVEL = 4  # MatMulNBits with int8 activations: the fast CPU path (level 0 is 2-4x slower)
+FUSED_OPS = ("GroupQueryAttention", "SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization",
+             "MatMulNBits", "GatherBlockQuantized", "MatMul", "Gather")  # fmt: skip
 
 
-def _optimum_export(hf_dir: Path, out: Path) -> None:
-    from optimum.exporters.onnx import main_export
-
-    logging.getLogger("optimum").setLevel(logging.ERROR)
+def _genai_version() -> str:
     try:
-        main_export(
-            str(hf_dir),
-            output=str(out),
-            task="text-generation-with-past",
-            do_validation=False,  # edgekit's own parity gate validates, on fixed prompts
-            device="cpu",
-        )
-    except Exception as exc:  # optimum raises ValueError/KeyError/RuntimeError for unsupported models
-        raise ExportError(f"ONNX export failed: {exc}") from exc
-    if not (out / "model.onnx").exists():
-        raise ExportError(f"ONNX export produced no model.onnx in {out}")
+        return metadata.version("onnxruntime-genai")
+    except metadata.PackageNotFoundError as exc:
+        raise ExportError("the ONNX target needs onnxruntime-genai (pip install onnxruntime-genai)") from exc
 
 
-def _save(model: Any, path: Path) -> None:
-    import onnx
-
-    large = model.ByteSize() > 1_900_000_000
-    onnx.save_model(model, str(path), save_as_external_data=large, location=path.name + ".data")
-
-
-def _constant_names(model: Any) -> set[str]:
-    return {init.name for init in model.graph.initializer}
-
-
-def weight_matmuls(model: Any) -> list[Any]:
-    """MatMul nodes whose second input is a constant weight."""
-    consts = _constant_names(model)
-    return [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in consts]
+def _builder_args(recipe: Recipe) -> tuple[str, list[str]]:
+    """The builder's precision and extra options for ``recipe``."""
+    q = recipe.quantize
+    if q.scheme != "int4":
+        return "fp32", []
+    options = [f"block_size={q.block_size}", f"accuracy_level={ACCURACY_LEVEL}", "is_symmetric=true"]
+    if q.head == "int8":  # the lm_head stays float here and gets its 8 bits from onnx_quant
+        options += ["shared_embeddings=false", "nodes_to_exclude=/lm_head/MatMul"]
+    return "int4", options
 
 
-def materialize_transposed_weights(model: Any) -> int:
-    """Rewrite MatMul(x, Transpose(W)) with constant W into MatMul(x, W_T) with its own constant.
-
-    Returns how many MatMuls were rewritten. The Transpose stays if anything else reads it.
-    """
-    from onnx import numpy_helper
-
-    inits = {init.name: init for init in model.graph.initializer}
-    producers = {out: node for node in model.graph.node for out in node.output}
-    rewritten = 0
-    for node in model.graph.node:
-        if node.op_type != "MatMul":
-            continue
-        producer = producers.get(node.input[1])
-        if producer is None or producer.op_type != "Transpose" or producer.input[0] not in inits:
-            continue
-        perm = next((list(a.ints) for a in producer.attribute if a.name == "perm"), [1, 0])
-        if perm != [1, 0]:
-            continue
-        weight = numpy_helper.to_array(inits[producer.input[0]])
-        name = f"{producer.input[0]}.materialized_T"
-        if name not in inits:
-            tensor = numpy_helper.from_array(np.ascontiguousarray(weight.T), name)
-            model.graph.initializer.append(tensor)
-            inits[name] = tensor
-        node.input[1] = name
-        rewritten += 1
-    if rewritten:
-        still_read = {i for n in model.graph.node for i in n.input}
-        dead = [n for n in model.graph.node if n.op_type == "Transpose" and not set(n.output) & still_read]
-        for node in dead:
-            model.graph.node.remove(node)
-    return rewritten
-
-
-def _quantize_int8(model: Any, staged: Path, out_path: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    nodes = [n.name for n in weight_matmuls(model)]
-    _quiet_ort_logging()
+def run_builder(hf_dir: Path, out: Path, precision: str, cache: Path, options: list[str]) -> None:
+    argv = [sys.executable, "-m", "edgekit.export._genai_build", str(hf_dir), str(out), precision, str(cache),
+            *options]  # fmt: skip
+    log = out.parent / f"{out.name}.log"
     try:
-        quantize_dynamic(
-            str(staged),
-            str(out_path),
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=["MatMul"],
-            nodes_to_quantize=nodes,
-            per_channel=True,
-            use_external_data_format=staged.stat().st_size > 1_900_000_000,
-        )
-    except Exception as exc:
-        raise ExportError(f"int8 quantization failed: {exc}") from exc
+        with log.open("w") as fh:
+            done = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, timeout=BUILD_TIMEOUT_S,
+                                  check=False, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        raise ExportError(f"the ORT GenAI model builder ran past {BUILD_TIMEOUT_S:.0f} s") from exc
+    if done.returncode != 0 or not (out / MODEL_FILE).exists():
+        tail = log.read_text(errors="replace").strip().splitlines()[-12:]
+        raise ExportError(f"the ORT GenAI model builder failed (exit {done.returncode}): " + " | ".join(tail))
 
 
-def _quantize_int4(model: Any, out_path: Path, recipe: Recipe) -> None:
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+class OnnxTarget:
+    label = "ONNX (ORT GenAI)"
 
-    _quiet_ort_logging()
-    try:
-        quantizer = MatMulNBitsQuantizer(
-            model,
-            bits=4,
-            block_size=recipe.quantize.block_size or 32,
-            is_symmetric=recipe.quantize.symmetric,
-            accuracy_level=4,  # int8 activations in the kernel: the fast path on CPUs
-        )
-        quantizer.process()
-    except Exception as exc:
-        raise ExportError(f"int4 (MatMulNBits) quantization failed: {exc}") from exc
-    _save(quantizer.model.model, out_path)
+    def export(self, prepared: PreparedModel, recipe: Recipe, staged: Path, work: Path, progress: Steps) -> Exported:
+        import onnx
+
+        from edgekit.export import onnx_quant
+
+        version = _genai_version()
+        q = recipe.quantize
+        precision, options = _builder_args(recipe)
+        built = work / "genai"
+        with progress.step(f"ORT GenAI model builder ({precision})"):
+            run_builder(prepared.hf_dir, built, precision, work / "builder-cache", options)
+        config = json.loads((built / CONFIG_FILE).read_text())
+        if recipe.max_context > config["model"]["context_length"]:
+            raise ExportError(f"recipe max_context {recipe.max_context} exceeds the model's context length "
+                              f"{config['model']['context_length']}")  # fmt: skip
+        body: onnx_quant.Precision | None = "int8" if q.scheme == "int8" else "q4" if q.scheme == "q4" else None
+        head: onnx_quant.Precision | None = "int8" if q.head == "int8" else body
+        if body is None and head is None:
+            for name in (MODEL_FILE, DATA_FILE):
+                shutil.copy2(built / name, staged / name)
+            model = onnx.load(str(staged / MODEL_FILE), load_external_data=False)
+            embedding, skipped = _embedding_kind(model), []
+        else:
+            with progress.step(f"Quantizing the graph (body {body or precision}, head {head or 'as body'})"):
+                model = onnx.load(str(built / MODEL_FILE))
+                result = onnx_quant.quantize_graph(model, body=body, head=head, block=q.block_size or 32,
+                                                   accuracy_level=ACCURACY_LEVEL)  # fmt: skip
+                onnx.save_model(model, str(staged / MODEL_FILE), save_as_external_data=True,
+                                all_tensors_to_one_file=True, location=DATA_FILE)  # fmt: skip
+            embedding, skipped = result.embedding, result.skipped
+        for path in built.iterdir():  # genai_config.json and the tokenizer files
+            if path.name not in (MODEL_FILE, DATA_FILE) and not _is_gguf(path):
+                shutil.copy2(path, staged / path.name)
+        # GenAI allocates max_length positions per layer up front (past/present share one buffer).
+        config["search"]["max_length"] = recipe.max_context
+        (staged / CONFIG_FILE).write_text(json.dumps(config, indent=4) + "\n")
+        linears = onnx_quant.linear_nodes(model)
+        quantized = sum(n.op_type in onnx_quant.LINEAR_QUANTIZED_OPS for n in linears)
+        ops = Counter(n.op_type for n in model.graph.node)
+        share = bool(config["search"].get("past_present_share_buffer"))
+        hf_config = _hf_config(prepared)
+        return Exported(
+            artifact=staged / MODEL_FILE,
+            runtime="onnxruntime-genai",
+            kv_cache=kv_cache_layout(hf_config, recipe.max_context, dtype="float32", preallocated=share),
+            signature=io_signature(model),
+            linear_total=len(linears),
+            linear_quantized=quantized,
+            skipped_layers=skipped,
+            embedding=embedding,
+            requires=["onnxruntime-genai"],
+            details={
+                "exporter": f"onnxruntime-genai model builder {version}",
+                "builder_precision": precision,
+                "quantized_by": _quantized_by(q.scheme, q.head),
+                "linear_layers": "graph MatMul/MatMulNBits nodes (q, k, v fused into one), lm_head included",
+                "accuracy_level": ACCURACY_LEVEL if q.scheme != "none" else None,
+                "graph_ops": {op: ops[op] for op in FUSED_OPS if ops[op]},
+                "past_present_share_buffer": share,
+                "files": sorted(p.name for p in staged.iterdir()),
+            },
+        )  # fmt: skip
+
+    def open_runner(self, staged: Path, exported: Exported, recipe: Recipe) -> GenAIGraphRunner:
+        return GenAIGraphRunner(staged, threads=recipe.threads, max_context=recipe.max_context)
 
 
-def _quiet_ort_logging() -> None:
-    logging.getLogger().setLevel(logging.WARNING)
-    logging.getLogger("onnxruntime").setLevel(logging.ERROR)
+def _is_gguf(path: Path) -> bool:
+    # A tokenizer converted from a GGUF source names the GGUF file itself as its vocab file, so the
+    # builder copies the whole model (98 MB for SmolLM2) as tokenizer.model; GenAI reads tokenizer.json.
+    with path.open("rb") as fh:
+        return fh.read(4) == b"GGUF"
 
 
-def quantization_counts(path: Path) -> dict[str, int]:
-    """How many linear layers the graph computes quantized, and how many still in float."""
+def _quantized_by(scheme: str, head: str) -> str:
+    body = {"none": "not quantized (fp32)", "int4": "the model builder (int4, symmetric RTN)",
+            "int8": "edgekit onnx_quant (8-bit symmetric blocks)",
+            "q4": "edgekit onnx_quant (affine 4-bit blocks: MatMulNBits + block-sum offsets)"}[scheme]  # fmt: skip
+    return body + ("; lm_head and embedding 8-bit by edgekit onnx_quant" if head == "int8" else "")
+
+
+def _hf_config(prepared: PreparedModel) -> Any:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(str(prepared.hf_dir))
+
+
+def _embedding_kind(model: Any) -> str:
+    node = next(n for n in model.graph.node if "input_ids" in n.input and n.op_type.startswith("Gather"))
+    if node.op_type == "Gather":
+        return "float"
+    bits = next((a.i for a in node.attribute if a.name == "bits"), 4)
+    shared = node.input[0] not in {t.name for t in model.graph.initializer}  # a Reshape of the lm_head's tensor
+    return f"{bits}bit" + ("-shared" if shared else "")
+
+
+def io_signature(model: Any) -> dict[str, list[dict[str, Any]]]:
     import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    ops = Counter(n.op_type for n in model.graph.node)
-    quantized = sum(ops[op] for op in QUANTIZED_MATMUL_OPS)
-    consts = _constant_names(model)
-    producers = {out: node for node in model.graph.node for out in node.output}
-    float_linear = 0
-    for node in model.graph.node:
-        if node.op_type not in ("MatMul", "Gemm"):
-            continue
-        weight = node.input[1]
-        producer = producers.get(weight)
-        tied = producer is not None and producer.op_type == "Transpose" and producer.input[0] in consts
-        if weight in consts or tied:
-            float_linear += 1
-    return {"quantized": quantized, "float": float_linear}
-
-
-def io_signature(path: Path) -> dict[str, list[dict[str, Any]]]:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
 
     def describe(values: Any) -> list[dict[str, Any]]:
         out = []
@@ -199,3 +193,51 @@ def io_signature(path: Path) -> dict[str, list[dict[str, Any]]]:
         return out
 
     return {"inputs": describe(model.graph.input), "outputs": describe(model.graph.output)}
+
+
+class GenAIGraphRunner:
+    """The GenAI graph in onnxruntime, fed as ORT GenAI feeds it: one past/present buffer per layer of
+    ``max_context`` positions bound as both input and output, an attention mask of ones over the
+    positions so far, the new tokens as ``input_ids``; the logits of the last new position come back."""
+
+    def __init__(self, directory: Path, *, threads: int, max_context: int) -> None:
+        import onnxruntime as ort
+
+        decoder = json.loads((directory / CONFIG_FILE).read_text())["model"]["decoder"]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(directory / MODEL_FILE), options, providers=["CPUExecutionProvider"])
+        shape = (1, decoder["num_key_value_heads"], max_context, decoder["head_size"])
+        self.buffers = {f"{i}.{kind}": ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, np.float32))
+                        for i in range(decoder["num_hidden_layers"]) for kind in ("key", "value")}  # fmt: skip
+        self.max_context = max_context
+        self.ones = np.ones((1, max_context), dtype=np.int64)
+        self.binding = self.session.io_binding()
+        self.binding.bind_output("logits")
+        for name, value in self.buffers.items():
+            self.binding.bind_ortvalue_input(f"past_key_values.{name}", value)
+            self.binding.bind_ortvalue_output(f"present.{name}", value)
+        self.position = 0
+
+    def reset(self) -> None:
+        self.position = 0  # the mask says how many cached positions are valid; stale ones are never read
+
+    def prefill(self, token_ids: list[int]) -> np.ndarray:
+        return self._run(np.asarray([token_ids], dtype=np.int64))
+
+    def step(self, token_id: int) -> np.ndarray:
+        return self._run(np.asarray([[token_id]], dtype=np.int64))
+
+    def _run(self, ids: np.ndarray) -> np.ndarray:
+        total = self.position + ids.shape[1]
+        if total > self.max_context:
+            raise ExportError(f"position {total} is past the artifact's max_context {self.max_context}")
+        self.binding.bind_cpu_input("input_ids", ids)
+        self.binding.bind_cpu_input("attention_mask", self.ones[:, :total])
+        self.binding.bind_output("logits")
+        self.session.run_with_iobinding(self.binding)
+        self.position = total
+        logits = self.binding.get_outputs()[0].numpy()
+        return np.asarray(logits[0, -1], dtype=np.float32)

@@ -28,7 +28,11 @@ _COMMON: dict[str, Any] = {
 TINY_CONFIGS: dict[str, dict[str, Any]] = {
     "llama": {**_COMMON, "model_type": "llama", "tie_word_embeddings": True},
     "qwen2": {**_COMMON, "model_type": "qwen2", "tie_word_embeddings": True},
-    "phi3": {**_COMMON, "model_type": "phi3", "tie_word_embeddings": False, "pad_token_id": 0},
+    # phi3 fuses gate and up into one projection of 2 x intermediate_size outputs: 2 x 256 would equal the
+    # vocabulary, and ORT GenAI's model builder takes any linear with vocab_size outputs for the lm_head
+    # (so 384). original_max_position_embeddings = max_position_embeddings keeps plain RoPE (else LongRoPE).
+    "phi3": {**_COMMON, "model_type": "phi3", "tie_word_embeddings": False, "pad_token_id": 0,
+             "intermediate_size": 384, "original_max_position_embeddings": 1024},
     "gemma": {**_COMMON, "model_type": "gemma", "head_dim": 32, "tie_word_embeddings": True},
 }
 

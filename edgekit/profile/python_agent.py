@@ -33,7 +33,11 @@ from edgekit.workload import Workload
 AGENT_DIR = Path(__file__).resolve().parents[2] / "device_agents" / "linux"
 ENTRY = "edgekit_agent.py"
 # The import that proves the device's Python can drive each runtime, and the pip package that provides it.
-RUNTIME_IMPORTS = {"onnxruntime": ("onnxruntime", "onnxruntime"), "executorch": ("executorch.runtime", "executorch")}
+RUNTIME_IMPORTS = {
+    "onnxruntime-genai": ("onnxruntime_genai", "onnxruntime-genai"),
+    "onnxruntime": ("onnxruntime", "onnxruntime"),
+    "executorch": ("executorch.runtime", "executorch"),
+}
 
 
 def agent_files() -> dict[str, Path]:

@@ -16,21 +16,24 @@ def _variant(name: str, **quantize):
     return parse_recipe({**base, "name": f"{name}-variant"}, "'variant'")
 
 
-def test_tied_lm_head_is_caught_without_materialising(tmp_path):
-    # SmolLM2-style tied output projection: optimum leaves MatMul(x, Transpose(embedding)), which the
-    # int4 quantizer skips. The count must expose it.
-    recipe = _variant("onnx-int4", materialize_tied_lm_head=False)
+def test_onnx_block_that_does_not_divide_is_reported(tmp_path):
+    # hidden 128 is not a multiple of 256: every linear reading the hidden state (q/k/v, o, gate, up,
+    # lm_head) stays float and is named; only down_proj (input 256) is quantized.
+    recipe = _variant("onnx-q4", block_size=256)
     out = tmp_path / "a"
-    with pytest.raises(ParityError, match=r"only 14 of 15 linear layers quantized"):
+    with pytest.raises(ParityError, match=r"only 2 of 11 linear layers quantized"):
         export("tiny-llama", recipe, out)
     m = read_manifest(out)  # kept, and says it failed
     assert m.gate.passed is False
-    assert m.quantization.linear_quantized == 14 and m.quantization.linear_float == 1
+    assert m.quantization.linear_quantized == 2 and m.quantization.linear_float == 9
+    assert "lm_head" in m.quantization.skipped_layers and m.quantization.embedding == "float"
 
 
-def test_materialised_lm_head_is_quantized(tmp_path):
-    result = export("tiny-llama", builtin_recipes()["onnx-int4"], tmp_path / "a")
-    assert result.manifest.quantization.linear_quantized == 15
+def test_tied_lm_head_is_quantized_and_shares_the_embedding(tmp_path):
+    # The builder's int4 keeps one 4-bit table for the tied embedding and lm_head: every linear layer counts.
+    m = export("tiny-llama", builtin_recipes()["onnx-int4"], tmp_path / "a").manifest
+    assert m.quantization.linear_quantized == m.quantization.linear_total == 11
+    assert m.quantization.embedding == "4bit-shared"
 
 
 def test_group_size_that_does_not_divide_is_reported(tmp_path):

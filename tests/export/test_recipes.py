@@ -20,7 +20,7 @@ BASE = {
 def test_builtin_recipes_cover_every_target_and_scheme():
     recipes = builtin_recipes()
     combos = {(r.target, r.quantize.scheme, r.quantize.block_size) for r in recipes.values()}
-    assert {("onnx", "none", None), ("onnx", "int8", None), ("onnx", "int4", 32), ("onnx", "int4", 128)} <= combos
+    assert {("onnx", "none", None), ("onnx", "int8", 32), ("onnx", "int4", 32), ("onnx", "q4", 32)} <= combos
     assert {("executorch", "none", None), ("executorch", "8da4w", 32), ("executorch", "8da8w", None)} <= combos
     assert any(r.quantize.embedding == "4bit" for r in recipes.values())
 

@@ -66,7 +66,7 @@ def _leftover_runs(device: Device, workdir: str) -> str:
 def test_board_onnx(board_dev: Device, tiny_onnx: Path) -> None:
     result = profile_on(board_dev, _request(tiny_onnx), workdir="/home/edgekit", python=DEVICE_PYTHON,
                         device_class="board")
-    check_result(result, "onnxruntime")
+    check_result(result, "onnxruntime-genai")
     assert result.trace.header["power_source"] == "hwmon"
     assert _leftover_runs(board_dev, "/home/edgekit") == ""
 
@@ -78,7 +78,7 @@ def test_board_pte(board_dev: Device, tiny_pte: Path) -> None:
 
 
 def test_phone_onnx_and_pte_with_python_runner(phone_dev: Device, tiny_onnx: Path, tiny_pte: Path) -> None:
-    for artifact, runtime in ((tiny_onnx, "onnxruntime"), (tiny_pte, "executorch")):
+    for artifact, runtime in ((tiny_onnx, "onnxruntime-genai"), (tiny_pte, "executorch")):
         result = profile_on(phone_dev, _request(artifact), workdir=PHONE_WORKDIR, python=DEVICE_PYTHON,
                             device_class="phone")
         check_result(result, runtime)

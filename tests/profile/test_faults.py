@@ -78,7 +78,7 @@ def test_missing_runtime_is_reported_before_anything_runs(board_dev: Device, art
     if not Path(system_python).exists():
         pytest.fail(f"{system_python} (a Python without the runtimes) is needed for this test")
     workdir = f"{BOARD_WORKDIR}/no-runtime-{artifact_fixture}"
-    runtime = "onnxruntime" if artifact_fixture == "tiny_onnx" else "executorch"
+    runtime = "onnxruntime-genai" if artifact_fixture == "tiny_onnx" else "executorch"
     with pytest.raises(RuntimeMissing, match=runtime):
         profile_on(board_dev, _request(artifact), workdir=workdir, python=system_python, device_class="board")
     listing = board_dev.run(["ls", workdir], timeout_s=30).text().split()
