@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgekit-installed
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test test-slow lint typecheck pytest system-deps venv native bench clean
+.PHONY: demo test test-slow lint typecheck pytest system-deps venv native llamacpp bench clean
 
 venv: $(STAMP)
 
@@ -36,11 +36,16 @@ typecheck: $(STAMP)
 native: $(STAMP)
 	android_harness/build_host.sh
 
+# llama.cpp (tools, shared libraries, converter) for the GGUF target: built once (~20 min on 2 cores) and
+# cached by version, flags and CPU; the script answers from its cache in milliseconds.
+llamacpp: $(STAMP)
+	@dir=$$(./scripts/build_llama_cpp.sh) && echo "llama.cpp: $$dir"
+
 # The default suite: everything except the real-model exports (minutes each on 2 cores: test-slow).
-pytest: $(STAMP) native
+pytest: $(STAMP) native llamacpp
 	$(VENV)/bin/pytest -q -m "not slow"
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) llamacpp
 	$(VENV)/bin/pytest -q -m slow
 
 test: lint typecheck pytest

@@ -65,6 +65,10 @@ class ExportError(EdgekitError):
     """The export itself failed (conversion, lowering, quantization)."""
 
 
+class LlamaCppUnavailable(EdgekitError):
+    """llama.cpp (its tools, libraries and converter) could not be found or built (``edgekit.llamacpp``)."""
+
+
 class ParityError(EdgekitError):
     """The artifact was written but failed its parity/quality gate; its manifest says so."""
 

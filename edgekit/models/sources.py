@@ -50,6 +50,9 @@ class PreparedModel:
     source_sha256: str
     hf_dir: Path
     architecture: str
+    # The GGUF file itself for GGUF sources (bundled or a user's .gguf): the GGUF target starts from it
+    # rather than from the dequantized directory, keeping the source's tokenizer metadata as it is.
+    gguf_file: Path | None = None
 
     @property
     def has_tokenizer(self) -> bool:
@@ -198,7 +201,22 @@ def _prepare_gguf(path: Path, *, model_id: str, kind: str) -> PreparedModel:
         with _staging(target) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
-    return PreparedModel(model_id, kind, digest, target, arch)
+            _drop_gguf_copy(tmp)
+    _drop_gguf_copy(target)  # entries cached before the copy was dropped
+    return PreparedModel(model_id, kind, digest, target, arch, gguf_file=path.resolve())
+
+
+def _drop_gguf_copy(directory: Path) -> None:
+    """Remove the whole GGUF file that transformers saves as ``tokenizer.model``.
+
+    A tokenizer loaded from a GGUF keeps the GGUF's path as its vocabulary file, and ``save_pretrained``
+    copies that file under the slow tokenizer's name: for SmolLM2 98 MB that is no SentencePiece model.
+    ``tokenizer.json`` holds the tokenizer; the stray copy only misleads readers of the directory
+    (llama.cpp's converter fails on it).
+    """
+    stray = directory / "tokenizer.model"
+    if stray.is_file() and _has_gguf_magic(stray):
+        stray.unlink()
 
 
 # --- hub ------------------------------------------------------------------------------------------
