@@ -101,6 +101,10 @@ class PteLoop:
             from executorch.extension.pybindings import portable_lib
 
             portable_lib._unsafe_reset_threadpool(threads)
+        # edgekit's programs call ExecuTorch's LLM custom ops (llama::update_cache, llama::custom_sdpa): this
+        # import registers their kernels with the runtime (the pip wheel's runtime does not have them built in).
+        with contextlib.suppress(ImportError):
+            import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
         self.method = Runtime.get().load_program(path).load_method("forward")
         self.positions = [torch.tensor([p], dtype=torch.long) for p in range(max_positions)]
         # A decode step does what the native runner's does: write the token and the position into the
