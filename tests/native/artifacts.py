@@ -79,7 +79,7 @@ def _wrapper(model: Any, max_context: int) -> Any:
     return Decoder().eval()
 
 
-def custom_op_pte(hf_dir: Path, out_dir: Path, *, max_context: int = 128, quantize: bool = False) -> Path:
+def custom_op_pte(hf_dir: Path, out_dir: Path, *, max_context: int = 256, quantize: bool = False) -> Path:
     """``out_dir`` with model.pte (forward(input_ids, cache_position) -> logits) and its manifest."""
     import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  the llama:: ops, eager and runtime
     import torch
