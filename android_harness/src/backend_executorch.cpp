@@ -214,6 +214,12 @@ class ExecutorchBackend final : public Backend {
                            " and prompt + generated - 1 <= max_context " + std::to_string(max_context) + " needed");
     info->vocab_size = vocab_;
     info->max_context = max_context;
+    // The program's planned memory: activations and, in edgekit's programs, the KV cache buffers.
+    long long planned = 0;
+    for (size_t i = 0; i < meta->num_memory_planned_buffers(); ++i) {
+      if (auto size = meta->memory_planned_buffer_size(i); size.ok()) planned += size.get();
+    }
+    info->facts_json = ",\"planned_memory_bytes\":" + std::to_string(planned);
 
     namespace ext = executorch::extension;
     positions_.resize(P);

@@ -63,6 +63,7 @@ def test_runner_trace_and_greedy_tokens(native_runner: NativeRunner, tiny_pte_di
     (info,) = [x for x in lines if x["type"] == "runner_info"]
     assert info["vocab_size"] == vocab and info["max_context"] == manifest.max_context
     assert info["prompt_ids"] == prompt_ids(prompt_len, vocab) and info["threads"] == 1
+    assert info["planned_memory_bytes"] > manifest.kv_cache.bytes_at_max_context  # the cache is planned memory
     expected = greedy_reference(artifact / "model.pte", prompt_ids(prompt_len, vocab), gen_len)
     for record in [x for x in lines if x["type"] == "tokens"]:
         assert record["ids"] == expected, f"run {record['run']} (warmup={record['warmup']})"
