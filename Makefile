@@ -32,7 +32,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy edgekit
 
-# The native runner (C++) against the executorch wheel; the tests also build it on demand.
+# The native runner (C++): one executable per runtime available here (ExecuTorch and ORT GenAI from the
+# wheels, llama.cpp when scripts/build_llama_cpp.sh has built it); the tests also build it on demand.
 native: $(STAMP)
 	android_harness/build_host.sh
 

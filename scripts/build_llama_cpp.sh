@@ -8,11 +8,12 @@
 #   LLAMA_CPP_SDIST=path.tar.gz  use this sdist instead of downloading it
 #   LLAMA_EXTRA_TARGETS="llama-completion llama-tokenize"   extra CMake targets to build and copy into bin/
 #   JOBS (default 2), EDGEKIT_BUILD_CACHE, VERBOSE=1 (stream the build log to stderr)
+#   LLAMA_CPP_CACHED_ONLY=1    print the build if it is finished, else exit 3 without building
 #
 # Result: <cache>/llama.cpp/<version>-<hash>/{bin,lib,include,src,BUILD_INFO}
 # <hash> covers the version, CMake flags, targets, CC/CXX/CFLAGS/CXXFLAGS, uname -s/-m and the
 # host CPU flags, so a different CPU (GGML_NATIVE) gets its own build.
-# Exit codes: 0 ok, 2 missing cmake/compiler/python, 1 anything else.
+# Exit codes: 0 ok, 2 missing cmake/compiler/python, 3 not built (LLAMA_CPP_CACHED_ONLY=1), 1 anything else.
 set -euo pipefail
 
 LCP_VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
@@ -98,6 +99,11 @@ STAMP=".edgekit-complete"
 if [ -f "$FINAL/$STAMP" ]; then
     echo "$FINAL"
     exit 0
+fi
+# LLAMA_CPP_CACHED_ONLY=1: report a finished build, never start one (android_harness/build_host.sh).
+if [ "${LLAMA_CPP_CACHED_ONLY:-0}" = "1" ]; then
+    log "no finished build at $FINAL"
+    exit 3
 fi
 
 # --- prerequisites (exit 2 with one line) ---

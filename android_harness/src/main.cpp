@@ -1,50 +1,34 @@
-// edgekit_runner: loads an edgekit .pte (static KV cache inside the program) with ExecuTorch's Module
-// API and times greedy generation from fixed token ids, writing trace events (device_agents/TRACE.md).
+// edgekit_runner: times greedy generation from fixed token ids through one inference runtime (the
+// backend this executable was built with: backend.h) and writes trace events (device_agents/TRACE.md).
 //
 // It records raw timestamps only; every metric is computed on the host. It has no tokenizer: the prompt
-// ids come from the host in the --prompt-ids file (the same ids every runner gets).
-// See android_harness/README.md for the command line, the output lines and the exit codes.
-#include <executorch/extension/module/module.h>
-#include <executorch/extension/tensor/tensor.h>
-#include <executorch/runtime/core/error.h>
-#include <executorch/runtime/platform/runtime.h>
-
+// ids come from the host in the --prompt-ids file (the same ids every runner gets). This file is the
+// driver every backend shares: options, prompt ids, the timing loop and the output lines; it must not
+// know any runtime's API. See android_harness/README.md for the command line, the output lines and the
+// exit codes.
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <memory>
 #include <new>
-#include <sstream>
 #include <string>
 #include <vector>
 
-#include "threads.h"
+#include "backend.h"
 #include "trace_writer.h"
 
 #ifndef EDGEKIT_RUNNER_VERSION
-#define EDGEKIT_RUNNER_VERSION "1.0.0"
-#endif
-#ifndef EDGEKIT_EXECUTORCH_VERSION
-#define EDGEKIT_EXECUTORCH_VERSION "unknown"
+#define EDGEKIT_RUNNER_VERSION "1.1.0"
 #endif
 
 namespace {
 
-using executorch::aten::ScalarType;
-using executorch::extension::Module;
-using executorch::runtime::Error;
-using executorch::runtime::EValue;
-using executorch::runtime::MethodMeta;
-using executorch::runtime::Tag;
-
-constexpr int kExitOk = 0;
-constexpr int kExitRunFailed = 1;
-constexpr int kExitUsage = 2;
-constexpr int kExitModel = 3;
-constexpr const char* kExpected =
-    "forward(input_ids int64[1, seq], cache_position int64[seq]) -> logits float32[1, seq, vocab]";
+using edgekit::kExitModel;
+using edgekit::kExitOk;
+using edgekit::kExitRunFailed;
+using edgekit::kExitUsage;
+using edgekit::Status;
 
 struct Options {
   std::string model;
@@ -55,19 +39,20 @@ struct Options {
   long warmup = 1;
   long runs = 3;
   long threads = 0;
+  long ctx = 0;
   bool print_tokens = false;
+  bool print_logits = false;
   std::string load_mode = "mmap";
 };
 
 const char* kUsage =
-    "usage: edgekit_runner --model FILE.pte --prompt-ids FILE [--prompt-len P] [--gen-len G] [--warmup W]\n"
-    "                      [--runs R] [--threads T] [--trace FILE] [--print-tokens]\n"
-    "                      [--load-mode mmap|file]\n"
-    "       edgekit_runner --clock-sync | --version | --help\n";
+    "usage: edgekit_runner --model FILE --prompt-ids FILE [--prompt-len P] [--gen-len G] [--warmup W]\n"
+    "                      [--runs R] [--threads T] [--trace FILE] [--print-tokens] [--print-logits]\n"
+    "                      [--load-mode mmap|file] [--ctx N]\n"
+    "       edgekit_runner --clock-sync | --kernels | --version | --help\n";
 
 std::string version_string() {
-  return std::string("edgekit_runner ") + EDGEKIT_RUNNER_VERSION + " (executorch " + EDGEKIT_EXECUTORCH_VERSION +
-         ")";
+  return std::string("edgekit_runner ") + EDGEKIT_RUNNER_VERSION + " (" + edgekit::backend_version() + ")";
 }
 
 int usage_error(const std::string& message) {
@@ -88,8 +73,8 @@ bool parse_count(const char* text, long min_value, long* out) {
 std::string parse_args(int argc, char** argv, Options* opt) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg == "--print-tokens") {
-      opt->print_tokens = true;
+    if (arg == "--print-tokens" || arg == "--print-logits") {
+      (arg == "--print-tokens" ? opt->print_tokens : opt->print_logits) = true;
       continue;
     }
     if (i + 1 >= argc) return "option " + arg + " needs a value";
@@ -101,7 +86,7 @@ std::string parse_args(int argc, char** argv, Options* opt) {
     };
     const Count counts[] = {{"--prompt-len", &opt->prompt_len, 1}, {"--gen-len", &opt->gen_len, 1},
                             {"--warmup", &opt->warmup, 0},         {"--runs", &opt->runs, 1},
-                            {"--threads", &opt->threads, 0}};
+                            {"--threads", &opt->threads, 0},       {"--ctx", &opt->ctx, 1}};
     bool matched = false;
     for (const Count& c : counts) {
       if (arg == c.name) {
@@ -130,98 +115,6 @@ std::string parse_args(int argc, char** argv, Options* opt) {
   return "";
 }
 
-const char* dtype_name(ScalarType t) {
-  switch (t) {
-    case ScalarType::Long: return "int64";
-    case ScalarType::Int: return "int32";
-    case ScalarType::Short: return "int16";
-    case ScalarType::Char: return "int8";
-    case ScalarType::Byte: return "uint8";
-    case ScalarType::Bool: return "bool";
-    case ScalarType::Float: return "float32";
-    case ScalarType::Double: return "float64";
-    case ScalarType::Half: return "float16";
-    case ScalarType::BFloat16: return "bfloat16";
-    default: return "other-dtype";
-  }
-}
-
-const char* tag_name(Tag tag) {
-  switch (tag) {
-    case Tag::None: return "None";
-    case Tag::Int: return "int";
-    case Tag::Double: return "float";
-    case Tag::Bool: return "bool";
-    case Tag::String: return "str";
-    default: return "non-tensor";
-  }
-}
-
-// "int64[1, 127]" for a tensor, the tag name for anything else.
-template <typename TagFn, typename MetaFn>
-std::string describe_value(TagFn tag_of, MetaFn meta_of, size_t index) {
-  auto tag = tag_of(index);
-  if (!tag.ok()) return "?";
-  if (tag.get() != Tag::Tensor) return tag_name(tag.get());
-  auto meta = meta_of(index);
-  if (!meta.ok()) return "tensor";
-  std::string text = dtype_name(meta->scalar_type());
-  text += "[";
-  const auto sizes = meta->sizes();
-  for (size_t d = 0; d < sizes.size(); ++d) text += (d ? ", " : "") + std::to_string(sizes[d]);
-  return text + "]";
-}
-
-std::string describe_signature(const MethodMeta& meta) {
-  std::string text = "forward(";
-  for (size_t i = 0; i < meta.num_inputs(); ++i) {
-    text += (i ? ", " : "") + describe_value([&](size_t k) { return meta.input_tag(k); },
-                                             [&](size_t k) { return meta.input_tensor_meta(k); }, i);
-  }
-  text += ") -> ";
-  for (size_t i = 0; i < meta.num_outputs(); ++i) {
-    text += (i ? ", " : "") + describe_value([&](size_t k) { return meta.output_tag(k); },
-                                             [&](size_t k) { return meta.output_tensor_meta(k); }, i);
-  }
-  return text;
-}
-
-struct Signature {
-  long max_seq = 0;  // the largest seq the method accepts (max_context - 1)
-  long vocab = 0;
-};
-
-// Empty string when `meta` has the edgekit static-KV-cache signature, else what is wrong.
-std::string check_signature(const MethodMeta& meta, Signature* sig) {
-  if (meta.num_inputs() != 2) return "2 inputs expected, found " + std::to_string(meta.num_inputs());
-  if (meta.num_outputs() != 1) return "1 output expected, found " + std::to_string(meta.num_outputs());
-  const int ranks[2] = {2, 1};
-  const char* names[2] = {"input_ids", "cache_position"};
-  for (size_t i = 0; i < 2; ++i) {
-    auto tag = meta.input_tag(i);
-    auto tm = meta.input_tensor_meta(i);
-    if (!tag.ok() || tag.get() != Tag::Tensor || !tm.ok()) return std::string(names[i]) + " is not a tensor";
-    if (tm->scalar_type() != ScalarType::Long)
-      return std::string(names[i]) + " must be int64, found " + dtype_name(tm->scalar_type());
-    if (static_cast<int>(tm->sizes().size()) != ranks[i])
-      return std::string(names[i]) + " must have rank " + std::to_string(ranks[i]) + ", found rank " +
-             std::to_string(tm->sizes().size());
-  }
-  auto tag = meta.output_tag(0);
-  auto out = meta.output_tensor_meta(0);
-  if (!tag.ok() || tag.get() != Tag::Tensor || !out.ok()) return "logits is not a tensor";
-  if (out->scalar_type() != ScalarType::Float)
-    return std::string("logits must be float32, found ") + dtype_name(out->scalar_type());
-  if (out->sizes().size() != 3)
-    return "logits must have rank 3 [1, seq, vocab] (a program with a KV cache inside), found rank " +
-           std::to_string(out->sizes().size());
-  sig->max_seq = meta.input_tensor_meta(0)->sizes()[1];
-  sig->vocab = out->sizes()[2];
-  if (meta.input_tensor_meta(0)->sizes()[0] != 1) return "input_ids batch must be 1";
-  if (sig->max_seq < 1 || sig->vocab < 1) return "input_ids and logits have empty dimensions";
-  return "";
-}
-
 long self_hwm_kb() {
   std::ifstream status("/proc/self/status");
   std::string line;
@@ -229,12 +122,6 @@ long self_hwm_kb() {
     if (line.rfind("VmHWM:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
   }
   return -1;
-}
-
-std::string error_text(Error e) {
-  char code[16];
-  std::snprintf(code, sizeof code, " (0x%x)", static_cast<unsigned>(e));
-  return std::string(executorch::runtime::to_string(e)) + code;
 }
 
 bool read_prompt_ids(const std::string& path, std::vector<int64_t>* ids, std::string* problem) {
@@ -261,13 +148,17 @@ bool read_prompt_ids(const std::string& path, std::vector<int64_t>* ids, std::st
   return true;
 }
 
-int64_t argmax_last_row(const executorch::aten::Tensor& logits, long seq, long vocab) {
-  const float* row = logits.const_data_ptr<float>() + (seq - 1) * vocab;
-  long best = 0;
-  for (long v = 1; v < vocab; ++v) {
-    if (row[v] > row[best]) best = v;
+// {"type":"logits",...}: a diagnostic for comparing a runtime's numbers with another's, off by default.
+// Formatted after the event is stamped, so it lands in the next phase's time: never time with it on.
+std::string logits_line(int run, bool warm, long index, const float* values, long n) {
+  std::string text = "{\"type\":\"logits\",\"run\":" + std::to_string(run) + ",\"warmup\":" +
+                     (warm ? "true" : "false") + ",\"token_index\":" + std::to_string(index) + ",\"values\":[";
+  char number[32];
+  for (long v = 0; v < n; ++v) {
+    std::snprintf(number, sizeof number, "%s%.9g", v ? "," : "", values[v]);
+    text += number;
   }
-  return best;
+  return text + "]}";
 }
 
 std::string json_ids(const std::vector<int64_t>& ids) {
@@ -285,68 +176,30 @@ int run(const Options& opt, edgekit::TraceWriter& trace) {
   if (opt.prompt_len > 0 && opt.prompt_len != static_cast<long>(prompt.size()))
     return usage_error("--prompt-len " + std::to_string(opt.prompt_len) + " but the --prompt-ids file holds " +
                        std::to_string(prompt.size()) + " ids");
-  const long threads = static_cast<long>(edgekit::set_threads(static_cast<uint32_t>(opt.threads)));
-
-  trace.event("load_start", monotonic_ns(), -1, false);
-  auto fail_load = [&](const std::string& message) {
-    std::fprintf(stderr, "edgekit_runner: %s\n", message.c_str());
-    trace.error(monotonic_ns(), -1, false, "runtime-error", message);
-    return kExitModel;
-  };
-  std::FILE* probe = std::fopen(opt.model.c_str(), "rb");
-  if (probe == nullptr) return fail_load("cannot open model '" + opt.model + "': " + std::strerror(errno));
-  std::fclose(probe);
-  // mmap: weights the delegate does not copy stay file-backed pages (what a phone app does);
-  // file: the whole program is read into the heap first.
-  Module module(opt.model, opt.load_mode == "file" ? Module::LoadMode::File : Module::LoadMode::Mmap);
-  if (const Error e = module.load(); e != Error::Ok)
-    return fail_load("'" + opt.model + "' is not a loadable ExecuTorch program: " + error_text(e));
-  auto meta = module.method_meta("forward");
-  if (!meta.ok()) {
-    std::string names;
-    if (auto found = module.method_names(); found.ok()) {
-      for (const auto& n : found.get()) names += (names.empty() ? "" : ", ") + n;
-    }
-    return fail_load("'" + opt.model + "' has no method 'forward' (methods: " + (names.empty() ? "none" : names) +
-                     "); expected " + kExpected);
-  }
-  Signature sig;
-  if (const std::string problem = check_signature(meta.get(), &sig); !problem.empty())
-    return fail_load("'" + opt.model + "' does not have the edgekit KV-cache signature: " + problem + ". Expected " +
-                     kExpected + ", found " + describe_signature(meta.get()));
-  if (const Error e = module.load_method("forward"); e != Error::Ok)
-    return fail_load("loading method 'forward' of '" + opt.model + "' failed: " + error_text(e) +
-                     " (an unregistered operator or backend is named on stderr)");
-  trace.event("load_end", monotonic_ns(), -1, false);
-
-  const long max_context = sig.max_seq + 1;
   const long P = static_cast<long>(prompt.size());
   const long G = opt.gen_len;
-  for (int64_t id : prompt) {
-    if (id >= sig.vocab)
-      return usage_error("prompt id " + std::to_string(id) + " is outside the vocabulary (" +
-                         std::to_string(sig.vocab) + " ids)");
-  }
-  if (P > sig.max_seq || P + G - 1 > max_context)
-    return usage_error("prompt " + std::to_string(P) + " + generated " + std::to_string(G) +
-                       " tokens do not fit the program: prompt <= " + std::to_string(sig.max_seq) +
-                       " and prompt + generated - 1 <= max_context " + std::to_string(max_context) + " needed");
-  trace.line("{\"type\":\"runner_info\",\"version\":" + edgekit::json_string(version_string()) +
-             ",\"vocab_size\":" + std::to_string(sig.vocab) + ",\"max_context\":" + std::to_string(max_context) +
-             ",\"threads\":" + std::to_string(threads) + ",\"prompt_ids\":" + json_ids(prompt) + "}");
-  trace.flush();
 
-  namespace ext = executorch::extension;
-  std::vector<int64_t> positions(P);
-  for (long i = 0; i < P; ++i) positions[i] = i;
-  auto prefill_ids = ext::from_blob(prompt.data(), {1, static_cast<int>(P)}, ScalarType::Long);
-  auto prefill_pos = ext::from_blob(positions.data(), {static_cast<int>(P)}, ScalarType::Long);
-  int64_t step_id = 0;
-  int64_t step_pos = 0;
-  auto step_ids = ext::from_blob(&step_id, {1, 1}, ScalarType::Long);
-  auto step_positions = ext::from_blob(&step_pos, {1}, ScalarType::Long);
-  const std::vector<EValue> prefill_inputs{EValue(*prefill_ids), EValue(*prefill_pos)};
-  const std::vector<EValue> step_inputs{EValue(*step_ids), EValue(*step_positions)};
+  std::unique_ptr<edgekit::Backend> backend = edgekit::make_backend();
+  edgekit::LoadRequest request{opt.model, opt.load_mode, opt.threads, P, G, opt.ctx};
+  edgekit::ModelInfo info;
+  trace.event("load_start", monotonic_ns(), -1, false);
+  if (const Status loaded = backend->load(request, &info); !loaded.ok()) {
+    if (loaded.code == kExitUsage) return usage_error(loaded.message);
+    std::fprintf(stderr, "edgekit_runner: %s\n", loaded.message.c_str());
+    trace.error(monotonic_ns(), -1, false, "runtime-error", loaded.message);
+    return kExitModel;
+  }
+  trace.event("load_end", monotonic_ns(), -1, false);
+  for (int64_t id : prompt) {
+    if (id >= info.vocab_size)
+      return usage_error("prompt id " + std::to_string(id) + " is outside the vocabulary (" +
+                         std::to_string(info.vocab_size) + " ids)");
+  }
+  trace.line("{\"type\":\"runner_info\",\"version\":" + edgekit::json_string(version_string()) +
+             ",\"vocab_size\":" + std::to_string(info.vocab_size) + ",\"max_context\":" +
+             std::to_string(info.max_context) + ",\"threads\":" + std::to_string(info.threads) +
+             ",\"prompt_ids\":" + json_ids(prompt) + info.facts_json + "}");
+  trace.flush();
 
   long completed = 0;
   long failed = 0;
@@ -356,29 +209,36 @@ int run(const Options& opt, edgekit::TraceWriter& trace) {
     const bool warm = i < opt.warmup;
     const int r = static_cast<int>(warm ? i : i - opt.warmup);
     generated.clear();
+    // Outside the repetition's events: what a runtime needs to start again at position 0.
+    const Status reset = backend->begin_run();
     trace.event("run_start", monotonic_ns(), r, warm);
-    trace.event("prefill_start", monotonic_ns(), r, warm);
-    auto out = module.execute("forward", prefill_inputs);
-    if (!out.ok()) {
-      trace.error(monotonic_ns(), r, warm, "runtime-error", "forward (prefill) failed: " + error_text(out.error()));
+    if (!reset.ok()) {
+      trace.error(monotonic_ns(), r, warm, "runtime-error", "starting a repetition failed: " + reset.message);
       failed += warm ? 0 : 1;
       continue;
     }
-    generated.push_back(argmax_last_row(out.get()[0].toTensor(), P, sig.vocab));
+    trace.event("prefill_start", monotonic_ns(), r, warm);
+    int64_t token = 0;
+    if (const Status s = backend->prefill(prompt, &token); !s.ok()) {
+      trace.error(monotonic_ns(), r, warm, "runtime-error", "prefill failed: " + s.message);
+      failed += warm ? 0 : 1;
+      continue;
+    }
+    generated.push_back(token);
+    // Stamped once the token is known (after the argmax), like each decode_step.
     trace.event("prefill_end", monotonic_ns(), r, warm);
+    if (opt.print_logits) trace.line(logits_line(r, warm, 0, backend->last_logits(), info.vocab_size));
     bool ok = true;
     for (long k = 1; k < G; ++k) {
-      step_id = generated.back();
-      step_pos = P + k - 1;
-      auto step = module.execute("forward", step_inputs);
-      if (!step.ok()) {
+      if (const Status s = backend->step(generated.back(), P + k - 1, &token); !s.ok()) {
         trace.error(monotonic_ns(), r, warm, "runtime-error",
-                    "forward (decode step " + std::to_string(k) + ") failed: " + error_text(step.error()));
+                    "decode step " + std::to_string(k) + " failed: " + s.message);
         ok = false;
         break;
       }
-      generated.push_back(argmax_last_row(step.get()[0].toTensor(), 1, sig.vocab));
+      generated.push_back(token);
       trace.event("decode_step", monotonic_ns(), r, warm, ",\"token_index\":" + std::to_string(k));
+      if (opt.print_logits) trace.line(logits_line(r, warm, k, backend->last_logits(), info.vocab_size));
     }
     if (!ok) {
       failed += warm ? 0 : 1;
@@ -401,6 +261,16 @@ int run(const Options& opt, edgekit::TraceWriter& trace) {
 
 }  // namespace
 
+namespace edgekit {
+int64_t argmax(const float* values, long n) {
+  long best = 0;
+  for (long v = 1; v < n; ++v) {
+    if (values[v] > values[best]) best = v;
+  }
+  return best;
+}
+}  // namespace edgekit
+
 int main(int argc, char** argv) {
   if (argc == 2 && std::strcmp(argv[1], "--version") == 0) {
     std::printf("%s\n", version_string().c_str());
@@ -415,6 +285,7 @@ int main(int argc, char** argv) {
     edgekit::TraceWriter(stdout).clock_sync();
     return kExitOk;
   }
+  if (argc == 2 && std::strcmp(argv[1], "--kernels") == 0) return edgekit::print_kernels();
   Options opt;
   if (const std::string problem = parse_args(argc, argv, &opt); !problem.empty()) return usage_error(problem);
   std::FILE* out = stdout;
@@ -422,7 +293,6 @@ int main(int argc, char** argv) {
     out = std::fopen(opt.trace.c_str(), "w");
     if (out == nullptr) return usage_error("cannot write --trace '" + opt.trace + "': " + std::strerror(errno));
   }
-  executorch::runtime::runtime_init();
   edgekit::TraceWriter trace(out);
   try {
     return run(opt, trace);

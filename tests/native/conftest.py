@@ -1,11 +1,13 @@
-"""Fixtures for the native runner: the host build (android_harness/build_host.sh, once per session; a
-failed build fails every test that needs it), tiny exported .pte artifacts, a .pte with the wrong
-signature, and helpers to run the runner and parse what it writes."""
+"""Fixtures for the native runner: its host builds (android_harness/build_host.sh, once per session; a failed
+build fails every test that needs it), one per runtime; tiny artifacts of each runtime's format
+(``artifacts.py``); a .pte with the wrong signature and one with an operator no runner has; helpers to run a
+runner, parse what it writes and get the runtimes' own greedy tokens."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,10 +15,13 @@ import pytest
 
 from edgekit.manifest import Manifest, read_manifest
 from edgekit.workload import Workload
+from tests.native import artifacts
 
 REPO = Path(__file__).resolve().parents[2]
 HARNESS = REPO / "android_harness"
 AGENT = REPO / "device_agents" / "android" / "agent.sh"
+BUILD = HARNESS / "build" / "host"
+LLAMA_CPP_SCRIPT = REPO / "scripts" / "build_llama_cpp.sh"
 
 
 @dataclass(frozen=True)
@@ -29,38 +34,94 @@ class NativeRunner:
                               stdin=subprocess.DEVNULL)
 
 
-@pytest.fixture(scope="session")
-def native_runner() -> NativeRunner:
-    proc = subprocess.run([str(HARNESS / "build_host.sh")], capture_output=True, text=True, timeout=900,
-                          stdin=subprocess.DEVNULL)
+def _build_host(**env: str) -> dict[str, NativeRunner]:
+    """Runs build_host.sh with this interpreter's wheels; the runners it built, by runtime."""
+    import os
+
+    proc = subprocess.run([str(HARNESS / "build_host.sh")], capture_output=True, text=True, timeout=1800,
+                          stdin=subprocess.DEVNULL, env={**os.environ, "PYTHON": sys.executable, **env})
     if proc.returncode != 0:
         pytest.fail(f"android_harness/build_host.sh failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
                     f"{proc.stderr[-3000:]}", pytrace=False)
-    build = HARNESS / "build" / "host"
-    runner = NativeRunner(build / "bin" / "edgekit_runner", build / "lib")
-    assert runner.binary.is_file(), f"build_host.sh succeeded but {runner.binary} is missing"
-    return runner
-
-
-def _export(recipe_name: str, out_dir: Path, cache: Path, home: Path) -> Path:
-    from edgekit.export.pipeline import export
-    from edgekit.export.recipes import resolve_recipe
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EDGEKIT_CACHE", str(cache))
-        mp.setenv("EDGEKIT_HOME", str(home))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        result = export("tiny-llama", resolve_recipe(recipe_name), out_dir)
-    assert result.passed, f"tiny {recipe_name} export failed its gate: {result.manifest.gate}"
-    return out_dir
+    runners = {}
+    for line in proc.stdout.split():
+        binary = Path(line)
+        runners[binary.parent.parent.name] = NativeRunner(binary, binary.parent.parent / "lib")
+    assert all(r.binary.is_file() for r in runners.values()), proc.stdout
+    return runners
 
 
 @pytest.fixture(scope="session")
-def tiny_pte_dirs(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> dict[str, Path]:
-    """Artifact directories of the tiny model as pte-fp32 and pte-8da4w (cached by content hash)."""
-    home = tmp_path_factory.mktemp("native-export-home")
-    root = tmp_path_factory.mktemp("native-artifacts")
-    return {name: _export(name, root / name, shared_cache, home) for name in ("pte-fp32", "pte-8da4w")}
+def native_builds() -> dict[str, NativeRunner]:
+    """Every runner build_host.sh can build here (llama.cpp only when its build already exists)."""
+    return _build_host()
+
+
+@pytest.fixture(scope="session")
+def native_runner(native_builds: dict[str, NativeRunner]) -> NativeRunner:
+    """The ExecuTorch runner."""
+    assert "executorch" in native_builds, "build_host.sh built no ExecuTorch runner (is the executorch wheel there?)"
+    return native_builds["executorch"]
+
+
+@pytest.fixture(scope="session")
+def genai_runner(native_builds: dict[str, NativeRunner]) -> NativeRunner:
+    assert "onnxruntime-genai" in native_builds, "build_host.sh built no GenAI runner (onnxruntime-genai wheel?)"
+    return native_builds["onnxruntime-genai"]
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_dir() -> Path:
+    """The llama.cpp build (scripts/build_llama_cpp.sh: from its cache, else built, which takes ~20 minutes)."""
+    proc = subprocess.run([str(LLAMA_CPP_SCRIPT)], capture_output=True, text=True, timeout=3600,
+                          stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        pytest.fail(f"scripts/build_llama_cpp.sh failed ({proc.returncode}): {proc.stderr[-3000:]}", pytrace=False)
+    return Path(proc.stdout.split()[-1])
+
+
+@pytest.fixture(scope="session")
+def llama_runner(native_builds: dict[str, NativeRunner], llama_cpp_dir: Path) -> NativeRunner:
+    if "llama.cpp" not in native_builds:  # llama.cpp was built just now: build its runner too
+        native_builds.update(_build_host(LLAMA_CPP_DIR=str(llama_cpp_dir)))
+    return native_builds["llama.cpp"]
+
+
+# -- artifacts -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_dir(shared_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """edgekit's tiny Llama (trained briefly, cached for the session) as a Hugging Face directory."""
+    from edgekit.models import prepare
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGEKIT_CACHE", str(shared_cache))
+        mp.setenv("EDGEKIT_HOME", str(tmp_path_factory.mktemp("tiny-home")))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        return prepare("tiny-llama").hf_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_pte_dirs(tiny_hf_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny model as custom-op .pte programs: fp32 and 8da4w (XNNPACK)."""
+    root = tmp_path_factory.mktemp("native-pte")
+    return {name: artifacts.custom_op_pte(tiny_hf_dir, root / name, quantize=name == "pte-8da4w")
+            for name in ("pte-fp32", "pte-8da4w")}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_genai_dir(tiny_hf_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model as the ORT GenAI model builder writes it (fp32, CPU)."""
+    root = tmp_path_factory.mktemp("native-genai")
+    return artifacts.genai_dir(tiny_hf_dir, root / "onnx-fp32", root / "work")
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf_dir(tiny_hf_dir: Path, llama_cpp_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model as an f32 GGUF written by llama.cpp's own converter."""
+    root = tmp_path_factory.mktemp("native-gguf")
+    return artifacts.gguf_file(tiny_hf_dir, root / "gguf-f32", root / "work", llama_cpp_dir)
 
 
 # A random-initialised Llama large enough that one decode step takes ~10 ms on one thread (85 MB of fp32
@@ -73,25 +134,59 @@ WIDE_CONFIG = {"vocab_size": 512, "hidden_size": 512, "intermediate_size": 1536,
 
 
 @pytest.fixture(scope="session")
-def wide_pte_dir(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
-    """pte-fp32 of the wide model (a local Hugging Face directory as the source, cached by content hash)."""
+def wide_pte_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wide model as an fp32 custom-op .pte of 128 positions."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from edgekit.export.pipeline import export
-    from edgekit.export.recipes import resolve_recipe
 
     source = tmp_path_factory.mktemp("wide-llama")
     torch.manual_seed(0)
     LlamaForCausalLM(LlamaConfig(**WIDE_CONFIG)).save_pretrained(source, safe_serialization=True)
-    out = tmp_path_factory.mktemp("wide-artifact") / "pte-fp32"
-    recipe = resolve_recipe("pte-fp32").model_copy(update={"max_context": 128})
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EDGEKIT_CACHE", str(shared_cache))
-        mp.setenv("EDGEKIT_HOME", str(tmp_path_factory.mktemp("wide-home")))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        export(str(source), recipe, out)
-    assert (out / "model.pte").is_file(), f"no model.pte in {out}"
+    return artifacts.custom_op_pte(source, tmp_path_factory.mktemp("wide-artifact") / "pte-fp32", max_context=128)
+
+
+def lower_program(module: object, example: tuple, max_seq: int) -> object:
+    """``module`` as a portable .pte with the edgekit signature's dynamic seq dimension (no delegate)."""
+    import torch
+    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
+    from executorch.exir.passes import MemoryPlanningPass
+    from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
+
+    seq = torch.export.Dim("seq", min=1, max=max_seq)
+    program = torch.export.export(module, example, dynamic_shapes=({1: seq}, {0: seq}), strict=True)
+    edge = to_edge_transform_and_lower(program, compile_config=EdgeCompileConfig(_check_ir_validity=False))
+    return edge.to_executorch(ExecutorchBackendConfig(
+        memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
+        sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass()))  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def missing_kernel_dir(tiny_hf_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An artifact whose program calls ``edgekit_test::twice.out``, an operator defined here and in no runner."""
+    import executorch.exir  # noqa: F401  (before torch.library: ExecuTorch registers its own libraries first)
+    import torch
+
+    lib = torch.library.Library("edgekit_test", "DEF")
+    lib.define("twice(Tensor x) -> Tensor")
+    lib.define("twice.out(Tensor x, *, Tensor(a!) out) -> Tensor(a!)")
+    lib.impl("twice", lambda x: 2 * x, "CompositeExplicitAutograd")
+    lib.impl("twice.out", lambda x, *, out: out.copy_(2 * x), "CompositeExplicitAutograd")
+    vocab = json.loads((tiny_hf_dir / "config.json").read_text())["vocab_size"]
+
+    class Twice(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = torch.nn.Embedding(vocab, vocab)
+
+        def forward(self, input_ids: torch.Tensor, cache_position: torch.Tensor) -> torch.Tensor:
+            return torch.ops.edgekit_test.twice(self.embed(input_ids)) + cache_position[None, :, None].float()
+
+    out = tmp_path_factory.mktemp("missing-kernel")
+    example = (torch.zeros((1, 2), dtype=torch.long), torch.arange(2, dtype=torch.long))
+    program = lower_program(Twice().eval(), example, 15)
+    (out / "model.pte").write_bytes(program.buffer)  # type: ignore[attr-defined]
+    artifacts.write_manifest(out, tiny_hf_dir, "executorch", "model.pte", 16, recipe="test-missing-kernel",
+                             requires=artifacts.operators(program))
     return out
 
 
@@ -108,6 +203,9 @@ def bad_signature_pte(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("bad-signature") / "linear.pte"
     path.write_bytes(edge.to_executorch().buffer)
     return path
+
+
+# -- helpers ---------------------------------------------------------------------------------------------
 
 
 def parse_jsonl(text: str) -> list[dict]:
@@ -130,6 +228,21 @@ def ids_file(directory: Path, ids: list[int]) -> Path:
     return path
 
 
+def pte_logits(pte: Path, ids: list[int], tokens: list[int]) -> list:
+    """executorch.runtime's last-position logits (numpy) for prefill ``ids`` then each of ``tokens`` fed in turn
+    (ExecuTorch's own kernels for the LLM custom ops, which importing custom_ops registers)."""
+    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+    import torch
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(str(pte)).load_method("forward")
+    out = [method.execute([torch.tensor([ids]), torch.arange(len(ids))])[0][0, -1].numpy().copy()]
+    for k, token in enumerate(tokens):
+        logits = method.execute([torch.tensor([[token]]), torch.tensor([len(ids) + k])])[0]
+        out.append(logits[0, -1].numpy().copy())
+    return out
+
+
 def greedy_reference(pte: Path, ids: list[int], gen_len: int) -> list[int]:
     """Greedy tokens from executorch.runtime (the Python bindings) for the same program and ids."""
     from edgekit.export.executorch import PteRunner
@@ -140,3 +253,32 @@ def greedy_reference(pte: Path, ids: list[int], gen_len: int) -> list[int]:
         tokens.append(int(runner.step(tokens[-1]).argmax()))
     return tokens
 
+
+def check_runner_trace(lines: list[dict], *, warmup: int, runs: int, gen_len: int) -> None:
+    """The runner's lines for a run with no errors: events per device_agents/TRACE.md (names, order, run and
+    warmup numbering, token_index, timestamps that never go backwards), runner_info after load_end, the footer
+    last and a tokens line per repetition."""
+    events = [x for x in lines if x["type"] == "event"]
+    for event in events:
+        assert isinstance(event["ts_ns"], int) and isinstance(event["run"], int)
+        assert isinstance(event["warmup"], bool)
+    syncs = [e for e in events if e["name"] == "clock_sync"]
+    assert len(syncs) == 2 and all(e["run"] == -1 and isinstance(e["ts_boot_ns"], int) for e in syncs)
+    assert syncs[0] is events[0] and syncs[1]["ts_ns"] >= max(e["ts_ns"] for e in events if e is not syncs[1])
+    assert [e["name"] for e in events if e["name"].startswith("load_")] == ["load_start", "load_end"]
+    assert not [e for e in events if e["name"] == "error"]
+    for run, warm in [(r, True) for r in range(warmup)] + [(r, False) for r in range(runs)]:
+        mine = [e for e in events if e["run"] == run and e["warmup"] is warm]
+        names = [e["name"] for e in mine]
+        assert names == ["run_start", "prefill_start", "prefill_end", *["decode_step"] * (gen_len - 1), "run_end"]
+        assert [e["token_index"] for e in mine if e["name"] == "decode_step"] == list(range(1, gen_len))
+        stamps = [e["ts_ns"] for e in mine]
+        assert stamps == sorted(stamps), "timestamps of one repetition go backwards"
+    assert {e["run"] for e in events if not e["warmup"]} == {-1, *range(runs)}
+    assert {e["run"] for e in events if e["warmup"]} == set(range(warmup))
+    kinds = [x["type"] for x in lines]
+    assert kinds.index("runner_info") > [x.get("name") for x in lines].index("load_end")
+    footer = lines[-1]
+    assert footer["type"] == "runner_footer" and footer["status"] == "ok"
+    assert footer["runs_completed"] == runs and footer["runs_failed"] == 0 and footer["self_hwm_kb"] > 1000
+    assert len([x for x in lines if x["type"] == "tokens"]) == warmup + runs

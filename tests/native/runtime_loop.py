@@ -17,6 +17,7 @@ import time
 
 
 def main(pte: str, ids_file: str, gen_len: int, runs: int, ready: str, out: str) -> None:
+    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  kernels of the programs' llama:: ops
     import torch
     from executorch.extension.pybindings import portable_lib
     from executorch.runtime import Runtime

@@ -12,12 +12,12 @@ import pytest
 
 from edgekit.devices.adb import AdbDevice
 from edgekit.devices.push import digest_artifact
-from edgekit.profile.native import PreparedNative
+from edgekit.profile.native import PreparedNative, bundle_files
 from edgekit.profile.runner import DEVICE_JSON, PROMPT_IDS, RunFiles, device_facts, run_inputs
 from edgekit.profile.trace import load_trace
 from edgekit.workload import Workload
 from tests.fixtures.phone import Phone
-from tests.native.conftest import AGENT, NativeRunner, manifest_of, prompt_ids
+from tests.native.conftest import NativeRunner, manifest_of, prompt_ids
 
 REMOTE = "/data/local/tmp/edgekit-native"
 
@@ -31,13 +31,15 @@ def phone_dev(phone: Phone) -> Iterator[AdbDevice]:
         device.close()
 
 
-def push_bundle(device: AdbDevice, runner: NativeRunner, artifact: Path) -> None:
+def push_bundle(device: AdbDevice, runtime: str, artifact: Path) -> None:
+    """The runtime's runner bundle as the host makes it (``native.bundle_files``) and the artifact's files."""
+    device.run(["rm", "-rf", f"{REMOTE}/bin", f"{REMOTE}/lib", f"{REMOTE}/model"], check=True)
     device.run(["mkdir", "-p", f"{REMOTE}/bin", f"{REMOTE}/lib", f"{REMOTE}/model"], check=True)
-    device.push(str(runner.binary), f"{REMOTE}/bin/edgekit_runner")
-    for lib in sorted(runner.lib_dir.glob("*.so")):
-        device.push(str(lib), f"{REMOTE}/lib/{lib.name}")
-    device.push(str(artifact / "model.pte"), f"{REMOTE}/model/model.pte")
-    device.push(str(AGENT), f"{REMOTE}/agent.sh")
+    for rel, local in bundle_files("x86_64", runtime).items():
+        device.push(str(local), f"{REMOTE}/{rel}")
+    device.run(["chmod", "755", f"{REMOTE}/bin/edgekit_runner"], check=True)
+    for f in sorted(artifact.iterdir()):
+        device.push(str(f), f"{REMOTE}/model/{f.name}")
 
 
 def agent_argv(device: AdbDevice, artifact: Path, out: str, tmp_path: Path, *, prompt_len: int, gen_len: int,
@@ -57,8 +59,9 @@ def agent_argv(device: AdbDevice, artifact: Path, out: str, tmp_path: Path, *, p
 def test_agent_on_emulated_phone(phone_dev: AdbDevice, native_runner: NativeRunner,
                                  tiny_pte_dirs: dict[str, Path], tmp_path: Path) -> None:
     artifact = tiny_pte_dirs["pte-fp32"]
-    push_bundle(phone_dev, native_runner, artifact)
-    prompt_len, gen_len, warmup, runs = 16, 40, 1, 3
+    push_bundle(phone_dev, "executorch", artifact)
+    # ~1 ms a token on the tiny model: 3 x 100 tokens span many of the agent's 20 ms samples
+    prompt_len, gen_len, warmup, runs = 16, 100, 1, 3
     argv = agent_argv(phone_dev, artifact, f"{REMOTE}/run1", tmp_path, prompt_len=prompt_len, gen_len=gen_len,
                       warmup=warmup, runs=runs)
     result = phone_dev.run(argv, timeout_s=180)
@@ -114,7 +117,7 @@ def test_agent_on_emulated_phone(phone_dev: AdbDevice, native_runner: NativeRunn
 
 def test_missing_library_is_named(phone_dev: AdbDevice, native_runner: NativeRunner,
                                   tiny_pte_dirs: dict[str, Path], tmp_path: Path) -> None:
-    push_bundle(phone_dev, native_runner, tiny_pte_dirs["pte-fp32"])
+    push_bundle(phone_dev, "executorch", tiny_pte_dirs["pte-fp32"])
     phone_dev.run(["rm", f"{REMOTE}/lib/libexecutorch_kernels_quantized.so"], check=True)
     argv = agent_argv(phone_dev, tiny_pte_dirs["pte-fp32"], f"{REMOTE}/run2", tmp_path, prompt_len=8, gen_len=4,
                       warmup=0, runs=1)
@@ -130,3 +133,32 @@ def test_missing_library_is_named(phone_dev: AdbDevice, native_runner: NativeRun
     assert "libexecutorch_kernels_quantized.so" in error["stderr_tail"]  # the dynamic loader's own words
     assert trace.footer["status"] == "failed" and trace.footer["runs_completed"] == 0
     assert not trace.events_named("run_start")
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime-genai", "llama.cpp"])
+def test_other_runtimes_on_emulated_phone(phone_dev: AdbDevice, runtime: str, request: pytest.FixtureRequest,
+                                         tmp_path: Path) -> None:
+    """The GenAI and llama.cpp runners through the same agent: a complete trace the host accepts."""
+    if runtime == "llama.cpp":
+        request.getfixturevalue("llama_runner")
+        artifact = request.getfixturevalue("tiny_gguf_dir")
+    else:
+        request.getfixturevalue("genai_runner")
+        artifact = request.getfixturevalue("tiny_genai_dir")
+    push_bundle(phone_dev, runtime, artifact)
+    prompt_len, gen_len, runs = 12, 20, 2
+    argv = agent_argv(phone_dev, artifact, f"{REMOTE}/run-{runtime}", tmp_path, prompt_len=prompt_len,
+                      gen_len=gen_len, warmup=1, runs=runs)
+    result = phone_dev.run(argv, timeout_s=180)
+    assert result.exit_code == 0, f"{result.stdout!r} {result.stderr!r}"
+    local = tmp_path / "trace.jsonl"
+    phone_dev.pull(f"{REMOTE}/run-{runtime}/trace.jsonl", str(local))
+    trace = load_trace(local)
+    assert trace.header["runner"]["kind"] == f"native-{runtime}"
+    assert trace.header["artifact"]["runtime"] == runtime
+    assert trace.header["workload"]["prompt_ids"] == prompt_ids(prompt_len, manifest_of(artifact).model.vocab_size)
+    for run in range(runs):
+        mine = [e["name"] for e in trace.events if e["run"] == run and not e["warmup"]]
+        assert mine == ["run_start", "prefill_start", "prefill_end", *["decode_step"] * (gen_len - 1), "run_end"]
+    assert trace.footer["status"] == "ok" and trace.footer["runs_completed"] == runs
+    assert len([s for s in trace.samples if s["rss_kb"] is not None]) >= 1

@@ -17,9 +17,9 @@ from edgekit.profile.run import ProfileRequest
 from edgekit.workload import Workload
 from tests.fixtures.board import BoardHandle
 from tests.fixtures.phone import Phone
-from tests.native.conftest import native_runner
+from tests.native.conftest import native_builds, native_runner
 
-__all__ = ["native_runner"]
+__all__ = ["native_builds", "native_runner"]
 
 DEVICE_PYTHON = sys.executable
 PHONE_WORKDIR = "/data/local/tmp/edgekit"

@@ -42,12 +42,15 @@ def test_workload_refuses_what_the_agents_refuse(tmp_path: Path) -> None:
 
 def test_one_rule_picks_the_runner() -> None:
     assert choose_runner("auto", "phone", "executorch").kind == "native"
-    assert choose_runner("auto", "phone", "onnxruntime").kind == "python"  # the native runner has no ONNX yet
+    assert choose_runner("auto", "phone", "onnxruntime").kind == "python"  # plain ORT graphs: Python only
+    assert choose_runner("auto", "phone", "onnxruntime-genai").kind == "native"
+    assert choose_runner("auto", "phone", "llama.cpp").kind == "native"
+    assert choose_runner("auto", "board", "llama.cpp").kind == "native"  # the Python agent has no llama.cpp
     assert choose_runner("auto", "board", "executorch").kind == "python"
     assert choose_runner("auto", None, "onnxruntime").kind == "python"
     assert choose_runner("python", "phone", "executorch").kind == "python"
-    with pytest.raises(NativeRunnerMissing, match="drives executorch artifacts, not onnxruntime: profile it with "
-                                                  "--runner python"):
+    with pytest.raises(NativeRunnerMissing, match="drives executorch, onnxruntime-genai, llama.cpp artifacts, not "
+                                                  "onnxruntime: profile it with --runner python"):
         choose_runner("native", "phone", "onnxruntime")
 
 
