@@ -16,6 +16,7 @@ Run: ``.venv/bin/python bench/quality.py [--model smollm2-135m] [--recipes a,b,.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import subprocess
@@ -49,10 +50,8 @@ def edgekit_rows(model: str, recipes: list[str], work: Path) -> list[dict[str, A
         recipe = builtin_recipes()[name]
         out = work / name
         started = time.monotonic()
-        try:
+        with contextlib.suppress(ParityError):  # a failed gate is a result here: its numbers are in the manifest
             export(model, recipe, out)
-        except ParityError:
-            pass  # a failed gate is a result here: its numbers are in the manifest
         m = read_manifest(out)
         p = m.parity
         rows.append({"recipe": name, "target": m.target, "runtime": m.runtime, "size_mb": m.weights_bytes / 1e6,
@@ -67,11 +66,10 @@ def edgekit_rows(model: str, recipes: list[str], work: Path) -> list[dict[str, A
 def _reference_gguf(model: str, llama: Path, work: Path) -> Path:
     """The fp32 reference as an F32 GGUF, from the source GGUF itself when there is one."""
     from edgekit.models import prepare
-    from edgekit.models.sources import source_gguf
 
     prepared = prepare(model)
     ref = work / "reference-f32.gguf"
-    source = source_gguf(prepared)
+    source = prepared.gguf_file
     if source is not None:
         _run([str(llama / "bin" / "llama-quantize"), "--allow-requantize", str(source), str(ref), "F32"])
     else:
