@@ -140,7 +140,10 @@ def load_recipe_file(path: Path) -> Recipe:
     except FileNotFoundError as exc:
         raise ConfigError(f"recipe file '{path}' does not exist") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"recipe '{path}' is not valid YAML: {exc}") from exc
+        where = getattr(exc, "problem_mark", None)
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"recipe '{path}' is not valid YAML{at}: {problem}") from exc
     return parse_recipe(data, f"'{path.name}'")
 
 
