@@ -152,6 +152,7 @@ def main() -> None:
         work = Path(tmp)
         text = work / "gate.txt"
         text.write_text(gate_text())
+        (work / "artifacts").mkdir()
         rows = edgekit_rows(args.model, recipes, work / "artifacts")
         if not args.no_peer:
             rows += peer_rows(args.model, text, chunks, args.threads, work)

@@ -221,7 +221,7 @@ STARTED_AT=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 RUNNER_VERSION=$(LD_LIBRARY_PATH="$RUNNER_LD_PATH" "$RUNNER" --version 2>/dev/null)
 PROMPT_JSON=null
 
-write_trace() {  # status runs_completed runs_failed self_hwm_kb footer_ts_ns
+write_trace() {  # status runs_completed runs_failed self_hwm_kb footer_ts_ns (no status: no footer, a partial trace)
   {
     printf '%s\n' "{\"type\":\"header\",\"schema_version\":1,\"agent\":{\"name\":\"$AGENT_NAME\",\"version\":\"$AGENT_VERSION\"},\
 \"runner\":{\"kind\":\"native-$RUNTIME\",\"version\":$(json_quote "${RUNNER_VERSION:-unknown}")},\"device\":$DEVICE,\
@@ -232,7 +232,7 @@ write_trace() {  # status runs_completed runs_failed self_hwm_kb footer_ts_ns
     cat "$BODY"
     # the runner's events; its runner_info / tokens / runner_footer lines stay in runner.jsonl
     [ -f "$RUNNER_OUT" ] && grep '"type":"event"' "$RUNNER_OUT"
-    echo "{\"type\":\"footer\",\"ts_ns\":$5,\"status\":\"$1\",\"runs_completed\":$2,\"runs_failed\":$3,\"self_hwm_kb\":$4}"
+    if [ -n "$1" ]; then echo "{\"type\":\"footer\",\"ts_ns\":$5,\"status\":\"$1\",\"runs_completed\":$2,\"runs_failed\":$3,\"self_hwm_kb\":$4}"; fi
   } > "$TRACE.tmp" && mv "$TRACE.tmp" "$TRACE"
 }
 
@@ -279,7 +279,8 @@ set -- --model "$MODEL" --prompt-len "$P" --prompt-ids "$PROMPT_IDS" --gen-len "
 LD_LIBRARY_PATH="$RUNNER_LD_PATH" "$RUNNER" "$@" 2>>"$RUNNER_ERR" &
 pid=$!
 # Stopped from outside (the host's timeout, adb disconnect): take the runner down too.
-trap 'kill -9 "$pid" 2>/dev/null; exit 143' TERM INT HUP
+# What was recorded so far is written as a trace without a footer, which the host keeps aside as partial.
+trap 'kill -9 "$pid" 2>/dev/null; write_trace ""; exit 143' TERM INT HUP
 boot_ns; _deadline=$(( $BOOT_CS + TIMEOUT_S * 100 ))
 timed_out=
 while kill -0 "$pid" 2>/dev/null; do

@@ -10,7 +10,8 @@
  *
  * and reads back "P <pid>\n" once the command runs (or "X 127\n" alone when it cannot be executed, with the
  * reason written to the command's stderr), then "X <status>\n" when it ends (128 + signal when killed).
- * Closing the connection early kills the command's process group. Every command starts here, in its own
+ * Closing the connection early hangs up the command's process group (SIGHUP, as a phone's adbd does when its
+ * shell session goes away), then kills what is left of it 2 s later. Every command starts here, in its own
  * session, so `ps` in one shell sees the device's other processes and background processes outlive the
  * shell that started them. As PID 1 it also reaps orphans.
  */
@@ -164,10 +165,17 @@ static void serve(int conn) {
   int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
   struct pollfd watch[2] = {{conn, POLLIN, 0}, {pidfd, POLLIN, 0}};
   int status = 0;
+  int wait_ms = -1; /* after a hang-up: how long the group has left before SIGKILL */
   for (;;) {
-    if (pidfd >= 0 && poll(watch, 2, -1) < 0) {
+    int ready = pidfd >= 0 ? poll(watch, 2, wait_ms) : 1;
+    if (ready < 0) {
       if (errno == EINTR) continue;
       break;
+    }
+    if (ready == 0) { /* the grace after the hang-up is over */
+      kill(-pid, SIGKILL);
+      wait_ms = -1;
+      continue;
     }
     if (pidfd < 0 || (watch[1].revents & POLLIN)) {
       if (waitpid(pid, &status, 0) == pid) break;
@@ -179,8 +187,9 @@ static void serve(int conn) {
       char sink[64];
       ssize_t got = recv(conn, sink, sizeof sink, MSG_DONTWAIT);
       if (got <= 0 && !(got < 0 && (errno == EAGAIN || errno == EINTR))) {
-        kill(-pid, SIGKILL); /* the client went away: the command goes with it */
+        kill(-pid, SIGHUP); /* the client went away: the command goes with it */
         watch[0].fd = -1;
+        wait_ms = 2000;
       }
     }
   }

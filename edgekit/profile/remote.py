@@ -47,9 +47,17 @@ def leftover_processes(device: Device, marker: str) -> list[tuple[int, str]]:
     return found
 
 
-def kill_leftovers(device: Device, marker: str, attempts: int = 3) -> list[str]:
-    """Kill every process of the run that is still there; what survives (normally nothing)."""
+def kill_leftovers(device: Device, marker: str, attempts: int = 3, grace_s: float = 2.0) -> list[str]:
+    """Stop every process of the run that is still there: SIGTERM first, so an agent can write what it has
+    (the sh agent writes its partial trace then), SIGKILL for what is left after ``grace_s``. Returns what
+    survives (normally nothing)."""
     left = leftover_processes(device, marker)
+    if left:
+        device.run(["kill", "-TERM", *(str(pid) for pid, _ in left)], timeout_s=30.0)
+        deadline = time.monotonic() + grace_s
+        while left and time.monotonic() < deadline:
+            time.sleep(0.2)
+            left = leftover_processes(device, marker)
     for _ in range(attempts):
         if not left:
             return []

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from edgekit.devices.base import Device
-from edgekit.errors import NativeRunnerMissing, WorkloadError
+from edgekit.errors import DeviceUnreachable, NativeRunnerMissing, WorkloadError
 from edgekit.manifest import Manifest
 from edgekit.workload import RunnerChoice, Workload
 
@@ -58,8 +58,11 @@ def common_flags(manifest: Manifest, workload: Workload, files: RunFiles) -> lis
 
 def device_facts(device: Device) -> dict[str, object]:
     """The device's facts as the trace header carries them, from the transport's live ``info()``: the host
-    knows them for every runner, so no agent has to find them itself."""
+    knows them for every runner, so no agent has to find them itself. A device that does not answer is
+    ``DeviceUnreachable`` (retryable), not a device without facts: a runner chosen by ABI would be wrong."""
     info = device.info()
+    if not info.reachable:
+        raise DeviceUnreachable(device.name, str(info.extra.get("error") or "it did not answer"))
     return {
         "name": device.name, "model": info.model, "soc": info.soc, "cores": info.cores, "abi": info.abi,
         "ram_kb": info.ram_bytes // 1024 if info.ram_bytes else None, "os": info.os_version,

@@ -77,7 +77,7 @@ def test_export_then_inspect(tmp_path):
     manifest = json.loads(shown.stdout)
     assert manifest["recipe"]["name"] == "onnx-int8" and manifest["gate"]["passed"]
     table = edgekit("inspect", str(out))
-    assert "top-1 agreement" in table.stdout and "onnx-int8" in table.stdout
+    assert "same top-1" in table.stdout and "KL" in table.stdout and "onnx-int8" in table.stdout
     again = edgekit("export", "tiny-qwen2", "--recipe", "onnx-int8", "--out", str(out))
     _one_line_error(again, "already exists and is not empty")
 

@@ -188,7 +188,8 @@ def _edgekit(*args: str) -> subprocess.CompletedProcess:
 
 def _one_line(proc: subprocess.CompletedProcess, pattern: str) -> None:
     assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    # Steps that finished before the problem are listed ("  ✓ step"); the problem itself is one line.
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("  ✓ ")]
     assert len(lines) == 1 and pattern in lines[0] and "Traceback" not in proc.stderr, proc.stderr
 
 

@@ -13,7 +13,7 @@ BASE = {
     "description": "d",
     "target": "onnx",
     "quantize": {"scheme": "int4", "block_size": 32},
-    "gate": {"max_abs_logit_diff": 1.0, "min_top1_agreement": 0.5, "max_ppl_ratio": 1.5},
+    "gate": {"max_kl": 0.5, "max_abs_logit_diff": 1.0, "min_top1_agreement": 0.5, "max_ppl_ratio": 1.5},
 }
 
 
@@ -22,6 +22,7 @@ def test_builtin_recipes_cover_every_target_and_scheme():
     combos = {(r.target, r.quantize.scheme, r.quantize.block_size) for r in recipes.values()}
     assert {("onnx", "none", None), ("onnx", "int8", 32), ("onnx", "int4", 32), ("onnx", "q4", 32)} <= combos
     assert {("executorch", "none", None), ("executorch", "8da4w", 32), ("executorch", "8da8w", None)} <= combos
+    assert {("executorch", "q4", 32), ("gguf", "source", None), ("gguf", "q8_0", None)} <= combos
     assert any(r.quantize.embedding == "4bit" for r in recipes.values())
 
 
@@ -31,12 +32,12 @@ def test_unknown_key_is_named():
 
 
 def test_bad_scheme_names_allowed_values():
-    with pytest.raises(ConfigError, match=r"scheme must be one of none, int8, int4 for target onnx, got '8da4w'"):
+    with pytest.raises(ConfigError, match=r"scheme must be one of none, int4, int8, q4 for target onnx, got '8da4w'"):
         parse_recipe({**BASE, "quantize": {"scheme": "8da4w", "block_size": 32}}, "'x'")
 
 
 def test_bad_literal_names_allowed_values():
-    with pytest.raises(ConfigError, match=r"target: .*'onnx' or 'executorch'.*got 'tflite'"):
+    with pytest.raises(ConfigError, match=r"target: .*'onnx', 'executorch' or 'gguf'.*got 'tflite'"):
         parse_recipe({**BASE, "target": "tflite"}, "'x'")
 
 

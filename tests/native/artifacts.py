@@ -210,8 +210,8 @@ def write_manifest(out_dir: Path, hf_dir: Path, runtime: mf.Runtime, artifact: s
         recipe={"name": recipe, "target": target}, target=target, runtime=runtime, artifact=artifact,  # type: ignore[arg-type]
         tool_versions=mf.tool_versions(), files=mf.describe_files(out_dir), signature={}, max_context=max_context,
         kv_cache=kv, requires=requires or [],
-        quantization=mf.Quantization(scheme="test", block_size=None, head="body", embedding="float", linear_total=0,
-                                     linear_quantized=0, linear_float=0, skipped_layers=[]),
+        quantization=mf.Quantization(scheme="test", bits=32, block_size=None, head="body", embedding="float",
+                                     linear_total=0, linear_quantized=0, linear_float=0, skipped_layers=[]),
         parity=mf.Quality(text="not measured: a test fixture", n_ctx=0, chunks=0, tokens=0, kl_mean=nan,
                           kl_ci=(nan, nan), kl_p99=nan, kl_max=nan, top1_agreement=nan, top1_ci=(nan, nan),
                           ppl_reference=nan, ppl_artifact=nan, ppl_ratio=nan, ppl_ratio_ci=(nan, nan),

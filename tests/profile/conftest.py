@@ -52,6 +52,11 @@ def tiny_pte(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Pa
     return _export("pte-fp32", tmp_path_factory.mktemp("profile-artifacts"), shared_cache)
 
 
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
+    return _export("gguf-q8_0", tmp_path_factory.mktemp("profile-artifacts"), shared_cache)
+
+
 def board_device(board: BoardHandle) -> SshDevice:
     return SshDevice(board.alias, name=board.alias, ssh_config=str(board.ssh_config),
                      workdir=_board_files.WORKDIR)

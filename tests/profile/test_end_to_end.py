@@ -1,5 +1,5 @@
-"""Profile tiny ONNX and .pte artifacts end to end on the emulated board (ssh) and phone (adb,
-python runner): agent pushed, artifact pushed, trace pulled, validated, metrics computed."""
+"""Profile tiny ONNX, .pte and GGUF artifacts end to end on the emulated board (ssh, Python agent) and phone
+(adb, no Python: the native runner): agent pushed, artifact pushed, trace pulled, validated, metrics computed."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from edgekit import paths
 from edgekit.devices.base import Device
-from edgekit.errors import NativeRunnerMissing
+from edgekit.errors import RuntimeMissing
 from edgekit.profile.run import ProfileRequest, ProfileResult, profile_on
 from edgekit.workload import Workload
 from tests.profile.conftest import DEVICE_PYTHON, PHONE_WORKDIR, make_request
@@ -77,27 +77,25 @@ def test_board_pte(board_dev: Device, tiny_pte: Path) -> None:
     check_result(result, "executorch")
 
 
-def test_phone_onnx_and_pte_with_python_runner(phone_dev: Device, tiny_onnx: Path, tiny_pte: Path) -> None:
-    for artifact, runtime in ((tiny_onnx, "onnxruntime-genai"), (tiny_pte, "executorch")):
-        result = profile_on(phone_dev, _request(artifact), workdir=PHONE_WORKDIR, python=DEVICE_PYTHON,
-                            device_class="phone")
-        check_result(result, runtime)
-        assert result.trace.header["power_source"] == "battery"
-        assert result.trace.header["device"]["charging"] is False
-        assert result.conditioning.end.battery_pct is not None
+def test_phone_has_no_python_and_says_so(phone_dev: Device, tiny_onnx: Path) -> None:
+    # A phone's shell finds no Python: asked for the Python agent explicitly, edgekit names what is missing.
+    assert phone_dev.run(["sh", "-c", "command -v python3 python || true"], timeout_s=30).text().strip() == ""
+    with pytest.raises(RuntimeMissing, match="python"):
+        profile_on(phone_dev, _request(tiny_onnx), workdir=PHONE_WORKDIR, python="python3", device_class="phone")
 
 
-def test_phone_defaults_to_the_native_runner(phone_dev: Device, native_runner: object, tiny_onnx: Path,
-                                             tiny_pte: Path) -> None:
+@pytest.mark.parametrize(("artifact", "runtime"), [("tiny_pte", "executorch"), ("tiny_onnx", "onnxruntime-genai"),
+                                                   ("tiny_gguf", "llama.cpp")])
+def test_phone_runs_every_runtime_through_the_native_runner(request: pytest.FixtureRequest, phone_dev: Device,
+                                                           native_builds: object, artifact: str, runtime: str) -> None:
     # The native runner takes ~1 ms a token on the tiny model: 120 tokens make each repetition span several of
     # the sh agent's power samples (20 ms apart), enough for energy per run.
-    result = profile_on(phone_dev, _request(tiny_pte, runner="auto", baseline_s=1.0, gen_len=120),
-                        workdir=PHONE_WORKDIR,
-                        python=DEVICE_PYTHON, device_class="phone")
+    path = request.getfixturevalue(artifact)
+    result = profile_on(phone_dev, _request(path, runner="auto", baseline_s=1.0, gen_len=120),
+                        workdir=PHONE_WORKDIR, python=DEVICE_PYTHON, device_class="phone")
     assert result.runner == "native"
-    assert result.trace.header["runner"]["kind"] == "native-executorch"
-    check_result(result, "executorch", summary=False)
-    # The native runner drives .pte only: asked for explicitly, an ONNX artifact is refused before anything runs.
-    with pytest.raises(NativeRunnerMissing, match="--runner python"):
-        profile_on(phone_dev, _request(tiny_onnx, runner="native"), workdir=PHONE_WORKDIR,
-                   python=DEVICE_PYTHON, device_class="phone")
+    assert result.trace.header["runner"]["kind"] == f"native-{runtime}"
+    check_result(result, runtime, summary=False)
+    assert result.trace.header["power_source"] == "battery"
+    assert result.trace.header["device"]["charging"] is False
+    assert result.conditioning.end.battery_pct is not None

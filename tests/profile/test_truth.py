@@ -29,8 +29,8 @@ RSS_TOLERANCE = 0.05
 
 
 def _profile_with_truth(device: Device, artifact: Path, workdir: str, truth_file: Path,
-                        device_class: str) -> tuple[ProfileResult, TruthPoller]:
-    request = ProfileRequest(artifact, Workload(**WORKLOAD))  # type: ignore[arg-type]
+                        device_class: str, runner: str = "python") -> tuple[ProfileResult, TruthPoller]:
+    request = ProfileRequest(artifact, Workload(**{**WORKLOAD, "runner": runner}))  # type: ignore[arg-type]
     with TruthPoller(truth_file) as truth:
         result = profile_on(device, request, workdir=workdir, python=DEVICE_PYTHON, device_class=device_class)
     return result, truth
@@ -103,8 +103,9 @@ def test_board_energy_rss_and_wall_clock(board_dev: Device, shared_board: BoardH
     assert cv is not None and cv >= 0
 
 
-def test_phone_battery_energy(phone: Phone, phone_dev: Device, tiny_onnx: Path) -> None:
+def test_phone_battery_energy(phone: Phone, phone_dev: Device, tiny_onnx: Path, native_builds: object) -> None:
+    # The phone has no Python: the sh agent samples the battery around the native runner.
     result, truth = _profile_with_truth(phone_dev, tiny_onnx, PHONE_WORKDIR, phone.state_dir / "energy.json",
-                                        "phone")
+                                        "phone", runner="native")
     assert result.trace.header["power_source"] == "battery"
     _check_energy(result, truth)

@@ -61,20 +61,22 @@ def test_study_errors(filled, tmp_path):
                           "unknown protocol 'mlperf'; known: slm-survey")  # fmt: skip
     assert_one_line_error(edgekit("study", "--models", "tiny-llama", home=filled.home), "needs --models and --devices")
     assert_one_line_error(edgekit("study", "--no-run", "--models", "nosuch", home=filled.home), "no runs match")
-    with Store(tmp_path / "home") as store, pytest.raises(StudyError, match="uses onnx-int4, pte-8da4w"):
+    with Store(tmp_path / "home") as store, pytest.raises(StudyError, match="uses gguf-q4_k_m, gguf-source, "):
         run_protocol(PROTOCOLS["slm-survey"], ["tiny-llama"], ["local"], "onnx-fp32", store)
 
 
-# Exports tiny-llama with onnx-int4 unless the session's shared cache already has it (tests/export does).
+# Exports tiny-llama with gguf-q4_k_m (the survey's engine) unless the session's shared cache already has it.
 def test_study_runs_the_protocol_through_the_profiler_on_the_local_device(edgekit_home):
-    """The real chain: export tiny-llama with the protocol's 4-bit recipe, profile it on this host through
-    edgekit.profile.run (P=50, G=50), ingest the pulled trace, print the table from the store."""
+    """The real chain: export tiny-llama with the protocol's 4-bit recipe (llama.cpp's Q4_K_M), profile it on this
+    host through edgekit.profile.run (P=50, G=50; the native runner's llama.cpp backend), ingest the pulled trace,
+    print the table from the store beside the survey's published rows."""
     proc = edgekit("study", "--protocol", "slm-survey", "--models", "tiny-llama", "--devices", "local",
                    "--python", sys.executable, "--format", "json", timeout_s=600)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     doc = json.loads(proc.stdout[proc.stdout.index("{"):])
-    (row,) = doc["rows"]
-    assert (row["model"], row["device"], row["source"]) == ("tiny-llama", "local", "measured (onnx-int4)")
+    (row,) = [r for r in doc["rows"] if r["source"].startswith("measured")]
+    assert (row["model"], row["device"], row["source"]) == ("tiny-llama", "local", "measured (gguf-q4_k_m)")
+    assert len(doc["rows"]) > 1, "the survey's own figures are shown beside the measured row by default"
     assert row["runs"] == PROTOCOLS["slm-survey"].runs
     assert row["prefill_ms"] > 0 and row["decode_ms_per_token"] > 0 and row["weights_mb"] > 0
     with Store() as store:
