@@ -6,12 +6,16 @@ processing of P tokens) and ``-n G`` (generating G tokens), ``-r`` repetitions, 
 in this same run. Its rates are the denominators of every ratio (> 1: faster than llama.cpp).
 
 edgekit's rows: each recipe is exported (through the content-hash cache) and profiled on the ``local`` device
-by ``edgekit.profile`` with the same workload (P-token prompt of the shared prompt ids, G generated tokens,
-greedy), once through the native runner (``android_harness``, the program phones run: one executable per
-runtime) and once through the Python agent (what boards run). Prefill tok/s = P / (prefill end - prefill start);
+(or the ``--devices`` given) by ``edgekit.profile`` with the same workload (P-token prompt of the shared prompt
+ids, G generated tokens, greedy), once through the native runner (``android_harness``, the program phones
+run: one executable per runtime) and once through the Python agent (what boards run).
+Prefill tok/s = P / (prefill end - prefill start);
 decode tok/s = (G - 1) / (last decode step - prefill end), from the runner's own timestamps (metrics.py).
 The ``gguf-source`` row is the same Q4_1 file llama-bench reads, so its ratio is edgekit's llama.cpp backend
 against llama.cpp's own tool.
+
+``--long-context`` recipes are also exported and measured with a 2048-position KV cache (the survey's n_ctx;
+the other rows hold 512), to show whether decode slows down with the cache's size.
 
 Writes ``bench/results/runtimes.json`` and ``bench/results/runtimes.md``.
 
@@ -58,26 +62,35 @@ def llama_bench(llama: Path, gguf: Path, args: argparse.Namespace, threads: int)
             "decode_sd": tg["stddev_ts"], "size_mb": gguf.stat().st_size / 1e6, "argv": " ".join(argv[1:])}
 
 
-def edgekit_row(artifact: Path, runner: str, args: argparse.Namespace, threads: int) -> dict[str, Any]:
+def edgekit_row(artifact: Path, runner: str, args: argparse.Namespace, threads: int, device: str) -> dict[str, Any]:
     from edgekit.profile.run import ProfileRequest, profile
     from edgekit.workload import Workload
 
     workload = Workload(prompt_len=args.prompt_len, gen_len=args.gen_len, runs=args.runs, warmup=1, threads=threads,
                         baseline_s=0, cooldown_s=0, runner=runner)  # fmt: skip
-    result = profile(ProfileRequest(artifact, workload), "local")
+    result = profile(ProfileRequest(artifact, workload), device)
     m = result.metrics
-    return {"runtime": result.manifest.runtime, "runner": result.runner, "prefill_tok_s": m.median("prefill_tok_s"),
-            "decode_tok_s": m.median("decode_tok_s"), "decode_cv": m.cv("decode_tok_s"),
+    return {"device": device, "runtime": result.manifest.runtime, "runner": result.runner,
+            "prefill_tok_s": m.median("prefill_tok_s"), "decode_tok_s": m.median("decode_tok_s"),
+            "decode_cv": m.cv("decode_tok_s"),
             "self_hwm_mb": (m.self_hwm_kb or 0) / 1024, "size_mb": result.manifest.weights_bytes / 1e6}  # fmt: skip
+
+
+def drives(runner: str, artifact: Path) -> bool:
+    from edgekit.manifest import read_manifest
+    from edgekit.profile.runner import runners
+
+    return read_manifest(artifact).runtime in runners()[runner].runtimes()  # type: ignore[index]
 
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [f"SmolLM2-135M on this host, P={report['prompt_len']} G={report['gen_len']}, "
              f"{report['runs']} runs each (edgekit: median; llama-bench: mean).", "",
-             "| threads | recipe | runtime | runner | size MB | prefill tok/s | decode tok/s | prefill / llama-bench "
-             "| decode / llama-bench |", "|---:|---|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+             "| threads | recipe | device | runtime | runner | size MB | prefill tok/s | decode tok/s "
+             "| prefill / llama-bench | decode / llama-bench |",
+             "|---:|---|---|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for row in report["rows"]:
-        lines.append(f"| {row['threads']} | {row['recipe']} | {row['runtime']} | {row['runner']} "
+        lines.append(f"| {row['threads']} | {row['recipe']} | {row['device']} | {row['runtime']} | {row['runner']} "
                      f"| {row['size_mb']:.1f} | {row['prefill_tok_s']:.1f} | {row['decode_tok_s']:.1f} "
                      f"| {row['prefill_ratio']:.2f} | {row['decode_ratio']:.2f} |")  # fmt: skip
     host = report["host"]
@@ -95,10 +108,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--recipes", default=",".join(RECIPES))
     parser.add_argument("--runners", default="native,python")
+    parser.add_argument("--long-context", default="pte-q4", help="recipes also measured at max context 2048")
+    parser.add_argument("--devices", default="local",
+                        help="inventory devices, comma-separated (emulated ones: `edgekit emulator start` first)")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     from edgekit.export.pipeline import export
-    from edgekit.export.recipes import resolve_recipe
+    from edgekit.export.recipes import parse_recipe, resolve_recipe
     from edgekit.models import prepare
 
     gguf = prepare("smollm2-135m").gguf_file
@@ -111,14 +127,22 @@ def main() -> None:
         artifacts = {}
         for recipe in args.recipes.split(","):
             artifacts[recipe] = export("smollm2-135m", resolve_recipe(recipe), Path(tmp) / recipe).out_dir
+        for recipe in [r for r in args.long_context.split(",") if r]:
+            # The same recipe with a 2048-position KV cache: decode should not slow down with the cache's size.
+            long = parse_recipe({**resolve_recipe(recipe).model_dump(), "max_context": 2048}, f"'{recipe}'")
+            artifacts[f"{recipe} (ctx 2048)"] = export("smollm2-135m", long, Path(tmp) / f"{recipe}-2048").out_dir
         for threads in [int(t) for t in args.threads.split(",")]:
             peer = llama_bench(llama, gguf, args, threads)
-            rows.append({"threads": threads, "recipe": gguf.name, **peer})
+            rows.append({"threads": threads, "recipe": gguf.name, "device": "this host", **peer})
             print(json.dumps(rows[-1]), flush=True)
             for recipe, artifact in artifacts.items():
-                for runner in args.runners.split(","):
-                    rows.append({"threads": threads, "recipe": recipe, **edgekit_row(artifact, runner, args, threads)})
-                    print(json.dumps(rows[-1]), flush=True)
+                for device in args.devices.split(","):
+                    for runner in args.runners.split(","):
+                        if not drives(runner, artifact):
+                            continue  # the Python agent has no llama.cpp loop: GGUF runs through the native runner
+                        row = edgekit_row(artifact, runner, args, threads, device)
+                        rows.append({"threads": threads, "recipe": recipe, **row})
+                        print(json.dumps(rows[-1]), flush=True)
             for row in rows:
                 if row["threads"] == threads:
                     row["prefill_ratio"] = row["prefill_tok_s"] / peer["prefill_tok_s"]

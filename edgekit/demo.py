@@ -1,11 +1,13 @@
 """``make demo``: the main job on embedded defaults.
 
-1. export the bundled SmolLM2-135M-Instruct to ONNX int4 and ExecuTorch 8da4w, both through the parity
-   gate (the artifact cache makes a second run take seconds);
+1. export the bundled SmolLM2-135M-Instruct to the three formats: its own Q4_1 GGUF (llama.cpp), ONNX q4
+   (ORT GenAI layout, the GGUF's 4-bit grid kept) and ExecuTorch 8da4w, each through the quality gate (the
+   artifact cache makes a second run take seconds);
 2. start one emulated phone and one emulated board (identity kept across runs);
-3. profile both artifacts on both devices with the survey's workload (50-token prompt, 50 generated
-   tokens, 10 s cool-down): the .pte through the native runner on the phone, everything else through
-   the Python agent; each trace goes into the results store;
+3. profile every artifact on both devices with the survey's workload (50-token prompt, 50 generated
+   tokens, 10 s cool-down), by the one runner rule: the phone (no Python) runs everything through the
+   native runner, the board through the Python agent where it drives the runtime (GGUF: native); each
+   trace goes into the results store;
 4. print one table, then stop the emulated devices. ``edgekit report`` shows the runs afterwards.
 """
 
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     from edgekit.manifest import Manifest
 
 DEMO_MODEL = "smollm2-135m"
-DEMO_RECIPES = ("onnx-int4", "pte-8da4w")
+DEMO_RECIPES = ("gguf-source", "onnx-q4", "pte-8da4w")
 
 
 def summary_table(manifests: list[Manifest]) -> Table:
