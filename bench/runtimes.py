@@ -17,7 +17,7 @@ against llama.cpp's own tool.
 ``--long-context`` recipes are also exported and measured with a 2048-position KV cache (the survey's n_ctx;
 the other rows hold 512), to show whether decode slows down with the cache's size.
 
-Writes ``bench/results/runtimes.json`` and ``bench/results/runtimes.md``.
+Writes ``bench/results/<name>.json`` and ``.md`` (``--name``, default ``runtimes``).
 
 Run: ``.venv/bin/python bench/runtimes.py [--threads 1,2] [--runs 5] [--recipes a,b] [--runners native,python]``.
 """
@@ -59,7 +59,8 @@ def llama_bench(llama: Path, gguf: Path, args: argparse.Namespace, threads: int)
     tg = next(r for r in results if r["n_gen"] > 0 and r["n_prompt"] == 0)
     return {"runtime": f"llama.cpp {pp.get('build_commit', '')} (llama-bench)", "runner": "llama-bench",
             "prefill_tok_s": pp["avg_ts"], "prefill_sd": pp["stddev_ts"], "decode_tok_s": tg["avg_ts"],
-            "decode_sd": tg["stddev_ts"], "size_mb": gguf.stat().st_size / 1e6, "argv": " ".join(argv[1:])}
+            "decode_sd": tg["stddev_ts"], "size_mb": gguf.stat().st_size / 1e6,
+            "argv": " ".join([*argv[1:2], gguf.name, *argv[3:]])}  # the file by name: the table names no local path
 
 
 def edgekit_row(artifact: Path, runner: str, args: argparse.Namespace, threads: int, device: str) -> dict[str, Any]:
@@ -68,7 +69,7 @@ def edgekit_row(artifact: Path, runner: str, args: argparse.Namespace, threads: 
 
     workload = Workload(prompt_len=args.prompt_len, gen_len=args.gen_len, runs=args.runs, warmup=1, threads=threads,
                         baseline_s=0, cooldown_s=0, runner=runner)  # fmt: skip
-    result = profile(ProfileRequest(artifact, workload), device)
+    result = profile(ProfileRequest(artifact, workload), device, python=sys.executable)  # the local "device" Python
     m = result.metrics
     return {"device": device, "runtime": result.manifest.runtime, "runner": result.runner,
             "prefill_tok_s": m.median("prefill_tok_s"), "decode_tok_s": m.median("decode_tok_s"),
@@ -108,6 +109,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--recipes", default=",".join(RECIPES))
     parser.add_argument("--runners", default="native,python")
+    parser.add_argument("--name", default="runtimes", help="results file name under bench/results/")
     parser.add_argument("--long-context", default="pte-q4", help="recipes also measured at max context 2048")
     parser.add_argument("--devices", default="local",
                         help="inventory devices, comma-separated (emulated ones: `edgekit emulator start` first)")
@@ -153,8 +155,8 @@ def main() -> None:
                        "load_average_after": os.getloadavg()[0]},
               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
     RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / "runtimes.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS_DIR / "runtimes.md").write_text(markdown(report))
+    (RESULTS_DIR / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS_DIR / f"{args.name}.md").write_text(markdown(report))
     print(markdown(report))
 
 

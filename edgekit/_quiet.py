@@ -1,6 +1,6 @@
 """Keep third-party chatter off the user's terminal.
 
-torch, torchao, transformers, optimum and onnxruntime log warnings and emit Python warnings that say
+torch, torchao, transformers and onnxruntime log warnings and emit Python warnings that say
 nothing to an edgekit user (deprecations, optional kernels not built for this CPU). The CLI calls
 ``quiet_libraries`` unless ``--debug`` is given. ExecuTorch's native runtime prints CPU-probe lines on
 fd 2 when it loads a program; ``native_stderr_silenced`` hides those around the call.
@@ -14,7 +14,7 @@ import os
 import warnings
 from collections.abc import Iterator
 
-_LOGGERS = ("torch", "torchao", "transformers", "optimum", "onnxruntime", "executorch", "root", "huggingface_hub")
+_LOGGERS = ("torch", "torchao", "transformers", "onnxruntime", "executorch", "root", "huggingface_hub")
 
 
 def quiet_libraries() -> None:

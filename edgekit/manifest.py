@@ -28,7 +28,7 @@ from edgekit.errors import ArtifactError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION: Literal[2] = 2
-_TOOLS = ("edgekit", "torch", "executorch", "torchao", "transformers", "optimum-onnx", "onnx", "onnxruntime",
+_TOOLS = ("edgekit", "torch", "executorch", "torchao", "transformers", "onnx", "onnxruntime",
           "onnxruntime-genai", "gguf")
 
 Target = Literal["onnx", "executorch", "gguf"]
