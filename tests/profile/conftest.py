@@ -31,15 +31,18 @@ def make_request(artifact: Path, defaults: dict[str, object], *, agent_args: tup
     return ProfileRequest(artifact, Workload(**{**defaults, **workload}), retries=retries, agent_args=agent_args)
 
 
-def _export(recipe: str, out_root: Path, cache: Path) -> Path:
+def _export(recipe: str, out_root: Path, cache: Path, max_context: int | None = None) -> Path:
     from edgekit.export.pipeline import export
-    from edgekit.export.recipes import resolve_recipe
+    from edgekit.export.recipes import parse_recipe, resolve_recipe
 
+    resolved = resolve_recipe(recipe)
+    if max_context is not None:
+        resolved = parse_recipe({**resolved.model_dump(), "max_context": max_context}, f"'{recipe}'")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDGEKIT_CACHE", str(cache))
         mp.setenv("EDGEKIT_HOME", str(out_root / "home"))
         mp.setenv("HF_HUB_OFFLINE", "1")
-        return export("tiny-llama", resolve_recipe(recipe), out_root / recipe).out_dir
+        return export("tiny-llama", resolved, out_root / f"{recipe}-{resolved.max_context}").out_dir
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +53,13 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> P
 @pytest.fixture(scope="session")
 def tiny_pte(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
     return _export("pte-fp32", tmp_path_factory.mktemp("profile-artifacts"), shared_cache)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_long(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
+    """onnx-fp32 with 1024 positions: GenAI decodes the tiny model so fast that a repetition needs ~1000 tokens
+    to last long enough for energy windows measured to one 10 ms sensor tick."""
+    return _export("onnx-fp32", tmp_path_factory.mktemp("profile-artifacts"), shared_cache, max_context=1024)
 
 
 @pytest.fixture(scope="session")
