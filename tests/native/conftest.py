@@ -5,6 +5,14 @@ runner, parse what it writes and get the runtimes' own greedy tokens."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from edgekit.devices.adb import AdbDevice
+    from tests.fixtures.phone import Phone
+
 import json
 import subprocess
 import sys
@@ -282,3 +290,15 @@ def check_runner_trace(lines: list[dict], *, warmup: int, runs: int, gen_len: in
     assert footer["type"] == "runner_footer" and footer["status"] == "ok"
     assert footer["runs_completed"] == runs and footer["runs_failed"] == 0 and footer["self_hwm_kb"] > 1000
     assert len([x for x in lines if x["type"] == "tokens"]) == warmup + runs
+
+
+@pytest.fixture
+def phone_dev(phone: Phone) -> Iterator[AdbDevice]:
+    """An adb device on the emulated phone, closed after the test."""
+    from edgekit.devices.adb import AdbDevice
+
+    device = AdbDevice(phone.serial, name="phone", server_port=phone.server.port)
+    try:
+        yield device
+    finally:
+        device.close()

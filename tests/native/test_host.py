@@ -4,7 +4,6 @@ line (exit 2 through the CLI), checked against the runner's own registry on the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,17 +14,7 @@ from edgekit.profile import native
 from edgekit.profile.run import ProfileRequest, profile_on
 from edgekit.profile.runner import RunFiles
 from edgekit.workload import Workload
-from tests.fixtures.phone import Phone
 from tests.native.conftest import NativeRunner, manifest_of
-
-
-@pytest.fixture
-def phone_dev(phone: Phone) -> Iterator[AdbDevice]:
-    device = AdbDevice(phone.serial, name="phone", server_port=phone.server.port)
-    try:
-        yield device
-    finally:
-        device.close()
 
 
 def test_one_bundle_per_runtime(native_builds: dict[str, NativeRunner]) -> None:

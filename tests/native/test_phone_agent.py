@@ -5,7 +5,6 @@ pull trace.jsonl and check it is a complete trace (device_agents/TRACE.md) that 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,19 +15,9 @@ from edgekit.profile.native import PreparedNative, bundle_files
 from edgekit.profile.runner import DEVICE_JSON, PROMPT_IDS, RunFiles, device_facts, run_inputs
 from edgekit.profile.trace import load_trace
 from edgekit.workload import Workload
-from tests.fixtures.phone import Phone
 from tests.native.conftest import NativeRunner, manifest_of, prompt_ids
 
 REMOTE = "/data/local/tmp/edgekit-native"
-
-
-@pytest.fixture
-def phone_dev(phone: Phone) -> Iterator[AdbDevice]:
-    device = AdbDevice(phone.serial, name="phone", server_port=phone.server.port)
-    try:
-        yield device
-    finally:
-        device.close()
 
 
 def push_bundle(device: AdbDevice, runtime: str, artifact: Path) -> None:
