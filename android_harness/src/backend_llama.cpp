@@ -4,7 +4,12 @@
 // workload's P + G positions; its KV cache is llama.cpp's (f16 keys and values by default). Prefill is
 // one llama_decode of the whole prompt with logits for its last token only; a step decodes one token.
 // The token is the argmax of llama_get_logits_ith(ctx, -1). Each repetition clears the KV cache first.
+// The context gets a CPU threadpool of its own, made as llama-bench and llama-cli make theirs (default
+// parameters: threads poll 50 rounds before sleeping): without one, ggml starts and joins its worker
+// threads at every llama_decode, which costs a decode step a thread start.
 // llama.cpp's log goes to stderr, warnings and errors only.
+#include <ggml-backend.h>
+#include <ggml-cpu.h>
 #include <llama.h>
 
 #include <algorithm>
@@ -48,6 +53,7 @@ class LlamaBackend final : public Backend {
   }
   ~LlamaBackend() override {
     if (ctx_) llama_free(ctx_);
+    if (threadpool_) threadpool_free_(threadpool_);
     if (model_) llama_model_free(model_);
     llama_backend_free();
   }
@@ -89,6 +95,7 @@ class LlamaBackend final : public Backend {
     if (ctx_ == nullptr)
       return Status::Model("llama.cpp could not create a context of " + std::to_string(n_ctx) + " positions for '" +
                            path + "' (its log on stderr says why)");
+    if (Status s = attach_threadpool(static_cast<int>(threads)); !s.ok()) return s;
     vocab_ = llama_vocab_n_tokens(llama_model_get_vocab(model_));
     info->vocab_size = vocab_;
     info->max_context = llama_n_ctx(ctx_);
@@ -117,6 +124,23 @@ class LlamaBackend final : public Backend {
   const float* last_logits() const override { return last_; }
 
  private:
+  // The CPU backend's threadpool functions, looked up in its registry as llama-bench does (the CPU backend
+  // may be a separately loaded library).
+  Status attach_threadpool(int threads) {
+    ggml_backend_dev_t cpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    if (cpu == nullptr) return Status::Failed("llama.cpp has no CPU backend loaded");
+    ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(cpu);
+    auto* make = reinterpret_cast<decltype(ggml_threadpool_new)*>(ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_new"));
+    threadpool_free_ =
+        reinterpret_cast<decltype(ggml_threadpool_free)*>(ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_free"));
+    if (make == nullptr || threadpool_free_ == nullptr) return Status::Failed("llama.cpp's CPU backend has no threadpool API");
+    ggml_threadpool_params params = ggml_threadpool_params_default(threads);
+    threadpool_ = make(&params);
+    if (threadpool_ == nullptr) return Status::Failed("llama.cpp could not start " + std::to_string(threads) + " threads");
+    llama_attach_threadpool(ctx_, threadpool_, nullptr);
+    return Status::Ok();
+  }
+
   Status decode(int64_t* token) {
     // A batch from llama_batch_get_one asks for the last token's logits only.
     const int32_t rc = llama_decode(ctx_, llama_batch_get_one(batch_.data(), static_cast<int32_t>(batch_.size())));
@@ -147,6 +171,8 @@ class LlamaBackend final : public Backend {
 
   llama_model* model_ = nullptr;
   llama_context* ctx_ = nullptr;
+  ggml_threadpool* threadpool_ = nullptr;
+  decltype(ggml_threadpool_free)* threadpool_free_ = nullptr;
   long vocab_ = 0;
   const float* last_ = nullptr;  // llama.cpp's logits buffer
   std::vector<llama_token> batch_;

@@ -4,7 +4,8 @@
 #
 # POSIX sh only, for Android's mksh with toybox (and busybox sh): no arrays, no [[ ]], no ${x//},
 # no `date +%N`, no awk. Arithmetic stays within 32 bits (mksh's integers). The sampling loop uses
-# shell builtins (read, echo, kill -0) so it forks nothing but `sleep`.
+# shell builtins (read, echo, kill -0) and forks nothing (where the shell's `read -t` cannot pause it,
+# a `sleep` per tick).
 #
 # It records raw facts only and never computes a metric. Clocks: the runner writes events stamped
 # with CLOCK_MONOTONIC (ts_ns); this script stamps its samples with /proc/uptime (CLOCK_BOOTTIME,
@@ -174,29 +175,49 @@ if [ -r "$BATT/voltage_now" ] && [ -r "$BATT/current_now" ]; then
 fi
 
 # -- samples --------------------------------------------------------------------------------------------
+# Thermal zones as "label=temp-path" words, labels read once (a zone's type does not change).
 THERMAL_ZONES=
-for _z in /sys/class/thermal/thermal_zone[0-9]*; do [ -r "$_z/temp" ] && THERMAL_ZONES="$THERMAL_ZONES $_z"; done
+for _z in /sys/class/thermal/thermal_zone[0-9]*; do
+  [ -r "$_z/temp" ] || continue
+  read -r _t 2>/dev/null < "$_z/type" || _t=${_z##*/}
+  case "$_t" in ''|*[!A-Za-z0-9_.:-]*) _t=${_z##*/} ;; esac  # a word without quotes, spaces or '='
+  THERMAL_ZONES="$THERMAL_ZONES $_t=$_z/temp"
+done
 FREQ_FILES=
 for _f in /sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq; do [ -r "$_f" ] && FREQ_FILES="$FREQ_FILES $_f"; done
+
+# Memory every tick from /proc/PID/statm (one short line: the resident pages); the peak (VmHWM, from
+# /proc/PID/status, read a byte at a time by the shell) and PSS (/proc/PID/smaps_rollup walks every page
+# of the runner under its mmap lock, about 1 ms for a 135M-parameter model) at most every PSS_MS, like the
+# Python agent's --pss-ms; the samples between carry null for them. What each tick costs is taken from
+# the runner's cores when it runs as many threads as the device has.
+PSS_MS=250
+PSS_EVERY=$(( (PSS_MS + S - 1) / S )); _pss_due=0
+PAGE_KB=4
+while read -r _k _v _u; do
+  [ "$_k" = "KernelPageSize:" ] && is_uint "$_v" && PAGE_KB=$_v && break
+done 2>/dev/null < /proc/$$/smaps
 
 # One sample line for process $1 (empty: no process, memory fields null) into the body.
 sample() {
   rss=null hwm=null pss=null
-  if [ -n "$1" ] && [ -r "/proc/$1/status" ]; then
-    while read -r _k _v _u; do
-      case "$_k" in VmRSS:) rss=$_v ;; VmHWM:) hwm=$_v ;; esac
-    done 2>/dev/null < "/proc/$1/status"
-    if [ -r "/proc/$1/smaps_rollup" ]; then
-      while read -r _k _v _u; do [ "$_k" = "Pss:" ] && pss=$_v && break; done 2>/dev/null < "/proc/$1/smaps_rollup"
+  if [ -n "$1" ] && read -r _size _res _rest 2>/dev/null < "/proc/$1/statm" && is_uint "$_res"; then
+    rss=$((_res * PAGE_KB))
+    _pss_due=$((_pss_due - 1))
+    if [ "$_pss_due" -le 0 ]; then
+      _pss_due=$PSS_EVERY
+      while read -r _k _v _u; do [ "$_k" = "VmHWM:" ] && hwm=$_v && break; done 2>/dev/null < "/proc/$1/status"
+      if [ -r "/proc/$1/smaps_rollup" ]; then
+        while read -r _k _v _u; do [ "$_k" = "Pss:" ] && pss=$_v && break; done 2>/dev/null < "/proc/$1/smaps_rollup"
+      fi
     fi
   fi
   freqs=
   for _f in $FREQ_FILES; do read -r _v 2>/dev/null < "$_f" || _v=null; freqs="$freqs${freqs:+,}${_v:-null}"; done
   thermal=
   for _z in $THERMAL_ZONES; do
-    read -r _t 2>/dev/null < "$_z/type" || _t=${_z##*/}
-    read -r _v 2>/dev/null < "$_z/temp" || _v=null
-    thermal="$thermal${thermal:+,}\"$_t\":${_v:-null}"
+    read -r _v 2>/dev/null < "${_z#*=}" || _v=null
+    thermal="$thermal${thermal:+,}\"${_z%%=*}\":${_v:-null}"
   done
   power=null volt=null cur=null
   if [ "$POWER_SOURCE" != null ]; then
@@ -215,6 +236,21 @@ sample() {
 
 if [ "$S" -lt 100 ]; then SLEEP="0.0$S"; else SLEEP="0.1"; fi
 case "$S" in ?) SLEEP="0.00$S" ;; esac
+
+# The pause between samples: `read -t` on a FIFO nobody writes to where the shell's read takes a fractional
+# timeout (mksh, busybox ash, bash; checked here by timing five pauses), else `sleep`, a fork and exec per
+# tick (about 1 ms of CPU, taken from the runner's cores).
+nap() { sleep "$SLEEP"; }
+if mkfifo "$OUT/.nap" 2>/dev/null; then
+  exec 3<>"$OUT/.nap"
+  rm -f "$OUT/.nap"
+  boot_ns; _t0=$BOOT_CS
+  for _i in 1 2 3 4 5; do read -t 0.02 _x <&3; done 2>/dev/null
+  boot_ns
+  if [ $((BOOT_CS - _t0)) -ge 8 ] && [ $((BOOT_CS - _t0)) -le 50 ]; then
+    nap() { read -t "$SLEEP" _x <&3; }
+  fi
+fi
 
 # -- trace assembly -------------------------------------------------------------------------------------
 STARTED_AT=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -269,14 +305,14 @@ boot_ns; _end=$(( $BOOT_CS + BASELINE_MS / 10 ))   # in 10 ms units
 while :; do
   sample ""
   boot_ns; [ "$BOOT_CS" -ge "$_end" ] && break
-  sleep "$SLEEP"
+  nap
 done
 clock_now && event baseline_end "$NOW_NS"
 
 # -- 3. the run, sampled ----------------------------------------------------------------------------------
 set -- --model "$MODEL" --prompt-len "$P" --prompt-ids "$PROMPT_IDS" --gen-len "$G" --warmup "$W" --runs "$R" \
   --threads "$T" --trace "$RUNNER_OUT"
-LD_LIBRARY_PATH="$RUNNER_LD_PATH" "$RUNNER" "$@" 2>>"$RUNNER_ERR" &
+LD_LIBRARY_PATH="$RUNNER_LD_PATH" "$RUNNER" "$@" 2>>"$RUNNER_ERR" 3<&- &
 pid=$!
 # Stopped from outside (the host's timeout, adb disconnect): take the runner down too.
 # What was recorded so far is written as a trace without a footer, which the host keeps aside as partial.
@@ -288,7 +324,7 @@ while kill -0 "$pid" 2>/dev/null; do
   if [ "$TIMEOUT_S" -gt 0 ] && [ "$BOOT_CS" -ge "$_deadline" ]; then
     kill -9 "$pid" 2>/dev/null; timed_out=1; break
   fi
-  sleep "$SLEEP"
+  nap
 done
 wait "$pid"
 rc=$?

@@ -87,7 +87,12 @@ def test_agent_on_emulated_phone(phone_dev: AdbDevice, native_runner: NativeRunn
     assert all("ts_boot_ns" in s for s in raw if s["type"] == "sample"), "the sh agent stamps with the boot clock"
     during = [s for s in trace.samples if s["rss_kb"] is not None]
     assert len(during) >= 3, f"only {len(during)} samples while the runner ran"
-    assert all(s["hwm_kb"] >= s["rss_kb"] > 0 and s["pss_kb"] > 0 for s in during)
+    assert all(s["rss_kb"] > 0 for s in during)
+    # The peak and PSS are read at most every 250 ms (the first sample of the run has them), null between.
+    full = [s for s in during if s["hwm_kb"] is not None]
+    assert full and full[0] is during[0], "the first sample of the run reads the peak and PSS"
+    assert all(s["hwm_kb"] >= s["rss_kb"] and s["pss_kb"] > 0 for s in full)
+    assert all(s["pss_kb"] is None for s in during if s["hwm_kb"] is None)
     powered = [s for s in trace.samples if s["power_uw"] is not None]
     assert len(powered) == len(trace.samples)
     assert all(s["power_uw"] > 0 and s["current_ua"] < 0 for s in powered), "discharging: consumed power is positive"
@@ -101,7 +106,7 @@ def test_agent_on_emulated_phone(phone_dev: AdbDevice, native_runner: NativeRunn
 
     footer = trace.footer
     assert footer["status"] == "ok" and footer["runs_completed"] == runs and footer["runs_failed"] == 0
-    assert footer["self_hwm_kb"] >= max(s["hwm_kb"] for s in during) * 0.9
+    assert footer["self_hwm_kb"] >= max(s["hwm_kb"] for s in full) * 0.9
     assert footer["ts_ns"] >= max(e["ts_ns"] for e in trace.events if e["name"] != "clock_sync")
 
 
