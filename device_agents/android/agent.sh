@@ -188,10 +188,12 @@ for _f in /sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq; do [ -r "$
 
 # Memory every tick from /proc/PID/statm (one short line: the resident pages); the peak (VmHWM, from
 # /proc/PID/status, read a byte at a time by the shell) and PSS (/proc/PID/smaps_rollup walks every page
-# of the runner under its mmap lock, about 1 ms for a 135M-parameter model) at most every PSS_MS, like the
-# Python agent's --pss-ms; the samples between carry null for them. What each tick costs is taken from
-# the runner's cores when it runs as many threads as the device has.
-PSS_MS=250
+# of the runner under its mmap lock, about 1 ms for a 135M-parameter model) every tick while the runner is
+# small (under PSS_CHEAP_KB resident, a read well under 0.3 ms), else at most every PSS_MS (about 1% of a
+# core for that model); the samples between carry null for them. What each tick costs is taken from the
+# runner's cores when it runs as many threads as the device has.
+PSS_MS=100
+PSS_CHEAP_KB=32768
 PSS_EVERY=$(( (PSS_MS + S - 1) / S )); _pss_due=0
 PAGE_KB=4
 while read -r _k _v _u; do
@@ -204,7 +206,7 @@ sample() {
   if [ -n "$1" ] && read -r _size _res _rest 2>/dev/null < "/proc/$1/statm" && is_uint "$_res"; then
     rss=$((_res * PAGE_KB))
     _pss_due=$((_pss_due - 1))
-    if [ "$_pss_due" -le 0 ]; then
+    if [ "$_pss_due" -le 0 ] || [ "$rss" -lt "$PSS_CHEAP_KB" ]; then
       _pss_due=$PSS_EVERY
       while read -r _k _v _u; do [ "$_k" = "VmHWM:" ] && hwm=$_v && break; done 2>/dev/null < "/proc/$1/status"
       if [ -r "/proc/$1/smaps_rollup" ]; then

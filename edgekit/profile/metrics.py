@@ -342,6 +342,10 @@ def compute_metrics(trace: Trace, manifest: Manifest) -> ProfileMetrics:
     run_rss = [r.peak_rss_kb for r in runs if r.peak_rss_kb is not None]
     run_pss = [r.peak_pss_kb for r in runs if r.peak_pss_kb is not None]
     memory = memory_breakdown(manifest, w["prompt_len"], w["gen_len"], max(run_rss) if run_rss else None)
+    if not run_pss and runs:  # PSS is read sparsely (it is costly): runs shorter than its period may have none
+        stamps = [e["ts_ns"] for events in measured.values() for e in events]
+        phase = _window(trace.samples, min(stamps), max(stamps))
+        run_pss = [s["pss_kb"] for s in phase if isinstance(s.get("pss_kb"), int)]
     memory["peak_pss_kb"] = max(run_pss) if run_pss else None
     temps = [
         v / 1000 for s in trace.samples for v in (s.get("thermal_mc") or {}).values() if isinstance(v, int | float)

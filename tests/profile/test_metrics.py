@@ -119,6 +119,30 @@ def test_memory_breakdown(tmp_path):
     assert static.memory["kv_cache_kb"] == 512
 
 
+def test_peak_pss_per_run_else_over_the_measured_runs(tmp_path):
+    """PSS is read sparsely: a run's peak is its own samples' maximum; with none inside any run, the
+    samples between the first and last measured run stand in; outside them (baseline, load) never."""
+    records = [json.loads(line) for line in build(runs=2)]
+    runs = [(e["ts_ns"], e["run"]) for e in records if e.get("name") in ("run_start", "run_end")]
+    (start0, _), (end0, _), (start1, _), (end1, _) = runs
+    gap = (end0 + start1) // 2  # between the two runs
+    for r in records:
+        if r["type"] == "sample":
+            r["pss_kb"] = {start0 + 20 * MS: 700, end1 - 20 * MS: 900, gap: 1200, 500 * MS: 5000}.get(r["ts_ns"])
+    m = compute_metrics(parse_lines(tmp_path / "a", [json.dumps(r) for r in records]), manifest())
+    assert [r.peak_pss_kb for r in m.runs] == [700, 900] and m.memory["peak_pss_kb"] == 900
+    for r in records:
+        if r["type"] == "sample":
+            r["pss_kb"] = {gap: 1200, 500 * MS: 5000}.get(r["ts_ns"])
+    m = compute_metrics(parse_lines(tmp_path / "b", [json.dumps(r) for r in records]), manifest())
+    assert [r.peak_pss_kb for r in m.runs] == [None, None] and m.memory["peak_pss_kb"] == 1200
+    for r in records:
+        if r["type"] == "sample":
+            r["pss_kb"] = {500 * MS: 5000}.get(r["ts_ns"])
+    m = compute_metrics(parse_lines(tmp_path / "c", [json.dumps(r) for r in records]), manifest())
+    assert m.memory["peak_pss_kb"] is None
+
+
 def test_failed_run_is_recorded_and_others_count(tmp_path):
     lines = build(runs=3)
     records = [json.loads(line) for line in lines]
