@@ -148,6 +148,15 @@ def markdown(report: dict[str, Any]) -> str:
                      f"| {row['size_mb']:.1f} | {row['prefill_tok_s']:.1f} | {row['decode_tok_s']:.1f} "
                      f"| {row['peer']['prefill_tok_s']:.1f} | {row['peer']['decode_tok_s']:.1f} "
                      f"| {row['prefill_ratio']:.2f} | {row['decode_ratio']:.2f} |")  # fmt: skip
+    eight = [r for r in report["rows"] if "decode_ratio_q8_0" in r]
+    if eight:
+        lines += ["", "8-bit rows beside llama.cpp's 8-bit file (llama-quantize Q8_0 of the same model, llama-bench "
+                  "right after the row's Q4_1 peer):", "",
+                  "| threads | recipe | runner | decode tok/s | llama-bench Q8_0 tg @ d | decode / Q8_0 |",
+                  "|---:|---|---|---:|---:|---:|"]  # fmt: skip
+        lines += [f"| {r['threads']} | {r['recipe']} | {r['runner']} | {r['decode_tok_s']:.1f} "
+                  f"| {r['peer_q8_0']['decode_tok_s']:.1f} | {r['decode_ratio_q8_0']:.2f} |"
+                  for r in eight]  # fmt: skip
     host = report["host"]
     lines += ["", f"Host: {host['cpus']} CPUs, {host['platform']}; load average "
               f"{host['load_average_before']:.1f} before, {host['load_average_after']:.1f} after. "
@@ -174,7 +183,7 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     from edgekit.export.pipeline import export
-    from edgekit.export.recipes import parse_recipe, resolve_recipe
+    from edgekit.export.recipes import nominal_bits, parse_recipe, resolve_recipe
     from edgekit.models import prepare
 
     gguf = prepare("smollm2-135m").gguf_file
@@ -187,6 +196,12 @@ def main() -> None:
         artifacts = {}
         for recipe in args.recipes.split(","):
             artifacts[recipe] = export("smollm2-135m", resolve_recipe(recipe), Path(tmp) / recipe).out_dir
+        # 8-bit rows also get llama.cpp's own 8-bit file (Q8_0, llama-quantize's) as a peer: an 8-bit model
+        # moves 1.6x the bytes of the Q4_1 file per token, so the like-for-like comparison is 8 bits to 8 bits.
+        eight_bit = {r for r in args.recipes.split(",") if nominal_bits(resolve_recipe(r).quantize.scheme) == 8}
+        q8 = None
+        if eight_bit:
+            q8 = export("smollm2-135m", resolve_recipe("gguf-q8_0"), Path(tmp) / "q8").out_dir / "model.gguf"
         for recipe in [r for r in args.long_context.split(",") if r]:
             # The same recipe with a 2048-position KV cache: decode should not slow down with the cache's size.
             long = parse_recipe({**resolve_recipe(recipe).model_dump(), "max_context": 2048}, f"'{recipe}'")
@@ -205,6 +220,10 @@ def main() -> None:
                                      "peer": {k: v for k, v in ref.items() if k != "argv"},
                                      "prefill_ratio": row["prefill_tok_s"] / ref["prefill_tok_s"],
                                      "decode_ratio": row["decode_tok_s"] / ref["decode_tok_s"]})  # fmt: skip
+                        if q8 is not None and recipe in eight_bit:
+                            ref8 = peer(device, llama, q8, args, threads)
+                            rows[-1]["peer_q8_0"] = {k: v for k, v in ref8.items() if k != "argv"}
+                            rows[-1]["decode_ratio_q8_0"] = row["decode_tok_s"] / ref8["decode_tok_s"]
                         peer_argv = ref["argv"]
                         print(json.dumps(rows[-1]), flush=True)
     report = {"model": "smollm2-135m", "prompt_len": args.prompt_len, "gen_len": args.gen_len, "runs": args.runs,
