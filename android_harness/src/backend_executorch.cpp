@@ -172,8 +172,6 @@ std::string missing_parts(const std::string& path) {
 class ExecutorchBackend final : public Backend {
  public:
   Status load(const LoadRequest& request, ModelInfo* info) override {
-    if (request.ctx > 0)
-      return Status::Usage("--ctx does not apply to an ExecuTorch program: its cache size is fixed at export");
     info->threads = static_cast<long>(set_threads(static_cast<uint32_t>(request.threads)));
     const std::string& path = request.model;
     std::FILE* probe = std::fopen(path.c_str(), "rb");
@@ -206,6 +204,10 @@ class ExecutorchBackend final : public Backend {
       return Status::Model("loading method 'forward' of '" + path + "' failed: " + error_text(e) +
                            " (the runtime's log on stderr names the cause)");
     const long max_context = max_seq + 1;
+    // The cache's size is fixed at export: --ctx may only restate it (the agents pass every artifact's own).
+    if (request.ctx > 0 && request.ctx != max_context)
+      return Status::Usage("--ctx " + std::to_string(request.ctx) + " differs from the program's max_context " +
+                           std::to_string(max_context) + ", fixed at export");
     const long P = request.prompt_len;
     const long G = request.gen_len;
     if (P > max_seq || P + G - 1 > max_context)

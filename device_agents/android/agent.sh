@@ -15,7 +15,7 @@
 # usage: sh agent.sh --runner PATH --lib-dir DIR --model FILE --runtime R --model-id ID --recipe NAME
 #                    --artifact-sha256 SHA --out DIR [--device-json FILE] --prompt-len P --prompt-ids FILE
 #                    --gen-len G --warmup W --runs R --threads T --sample-ms S [--baseline-ms 1000]
-#                    [--timeout-s N]
+#                    [--timeout-s N] [--max-context N]
 # The flags after --lib-dir are the ones the Python agent takes, with the same names: the host builds both
 # command lines from one Workload (edgekit/workload.py).
 # Exit status: 0 ok; 1 a repetition failed or the runner died; 2 bad usage; 3 the runner could not
@@ -26,12 +26,12 @@ AGENT_VERSION=2.0.0
 
 usage() {
   echo "agent.sh: $1" >&2
-  echo "usage: sh agent.sh --runner PATH --lib-dir DIR --model FILE --runtime R --model-id ID --recipe NAME --artifact-sha256 SHA --out DIR [--device-json FILE] --prompt-len P --prompt-ids FILE --gen-len G --warmup W --runs R --threads T --sample-ms S [--baseline-ms 1000] [--timeout-s N]" >&2
+  echo "usage: sh agent.sh --runner PATH --lib-dir DIR --model FILE --runtime R --model-id ID --recipe NAME --artifact-sha256 SHA --out DIR [--device-json FILE] --prompt-len P --prompt-ids FILE --gen-len G --warmup W --runs R --threads T --sample-ms S [--baseline-ms 1000] [--timeout-s N] [--max-context N]" >&2
   exit 2
 }
 
 RUNNER= LIB_DIR= MODEL= RUNTIME= OUT= P= G= W= R= T= S= BASELINE_MS=1000 DEVICE_JSON= PROMPT_IDS=
-ARTIFACT_SHA= MODEL_ID= RECIPE= TIMEOUT_S=0
+ARTIFACT_SHA= MODEL_ID= RECIPE= TIMEOUT_S=0 MAX_CONTEXT=0
 while [ $# -gt 0 ]; do
   [ $# -ge 2 ] || usage "option $1 needs a value"
   case "$1" in
@@ -53,6 +53,7 @@ while [ $# -gt 0 ]; do
     --model-id) MODEL_ID=$2 ;;
     --recipe) RECIPE=$2 ;;
     --timeout-s) TIMEOUT_S=$2 ;;
+    --max-context) MAX_CONTEXT=$2 ;;
     *) usage "unknown option $1" ;;
   esac
   shift 2
@@ -64,7 +65,7 @@ for pair in "runner:$RUNNER" "lib-dir:$LIB_DIR" "model:$MODEL" "runtime:$RUNTIME
   [ -n "${pair#*:}" ] || usage "--${pair%%:*} is required"
 done
 for pair in "prompt-len:$P" "gen-len:$G" "warmup:$W" "runs:$R" "threads:$T" "sample-ms:$S" \
-            "baseline-ms:$BASELINE_MS" "timeout-s:$TIMEOUT_S"; do
+            "baseline-ms:$BASELINE_MS" "timeout-s:$TIMEOUT_S" "max-context:$MAX_CONTEXT"; do
   is_uint "${pair#*:}" || usage "--${pair%%:*} must be a non-negative integer, got '${pair#*:}'"
 done
 [ "$S" -ge 10 ] && [ "$S" -le 100 ] || usage "--sample-ms must be 10..100, got $S"
@@ -314,6 +315,8 @@ clock_now && event baseline_end "$NOW_NS"
 # -- 3. the run, sampled ----------------------------------------------------------------------------------
 set -- --model "$MODEL" --prompt-len "$P" --prompt-ids "$PROMPT_IDS" --gen-len "$G" --warmup "$W" --runs "$R" \
   --threads "$T" --trace "$RUNNER_OUT"
+# The runtime's cache holds the artifact's max_context positions, as an app that ships it allocates it.
+[ "$MAX_CONTEXT" -gt 0 ] && set -- "$@" --ctx "$MAX_CONTEXT"
 LD_LIBRARY_PATH="$RUNNER_LD_PATH" "$RUNNER" "$@" 2>>"$RUNNER_ERR" 3<&- &
 pid=$!
 # Stopped from outside (the host's timeout, adb disconnect): take the runner down too.

@@ -85,8 +85,8 @@ class GenAILoop:
     of a generated token lazily, inside the next ``generate_next_token``, which then also picks the next
     token; so ``prefill_end`` follows the first pick and each ``decode_step`` brackets one forward pass and
     one pick, as in the other loops. Greedy (``do_sample`` false); ``min_length`` keeps an end-of-sequence
-    token from ending the run early. The KV buffer has the artifact's ``max_length`` positions (its
-    max_context), as on any GenAI app.
+    token from ending the run early. The KV buffer has ``max_positions`` positions (``max_length``): the
+    artifact's max_context from ``--max-context``, as an app that ships it allocates it.
     """
 
     kind = "python-onnxruntime-genai"
@@ -102,12 +102,10 @@ class GenAILoop:
         self.og = og
         self.version = og.__version__
         config = og.Config(os.path.dirname(os.path.abspath(path)))
-        # GenAI has no thread setting of its own: the decoder's ORT session options. Without spinning the
-        # pool's threads sleep between ops instead of burning a core, which on a phone costs energy and
-        # on a shared host steals the core from the sampler (see the ONNX target's notes on spinning).
-        options = {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
-        if threads > 1:
-            options["session.intra_op.allow_spinning"] = "0"
+        # GenAI has no thread setting of its own: the decoder's ORT session options, the same overlay the
+        # native runner's GenAI backend applies (ORT's other defaults, spinning included, as its users
+        # get them).
+        options = {"intra_op_num_threads": threads}
         config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
         self.model = og.Model(config)
         self.max_positions = max_positions
@@ -116,7 +114,7 @@ class GenAILoop:
         """Prefill ``ids``, then greedy-decode to ``gen_len`` tokens; returns the tokens."""
         og = self.og
         params = og.GeneratorParams(self.model)
-        params.set_search_options(do_sample=False, min_length=len(ids) + gen_len)
+        params.set_search_options(do_sample=False, min_length=len(ids) + gen_len, max_length=self.max_positions)
         generator = og.Generator(self.model, params)
         prompt = self.np.asarray(ids, dtype=self.np.int32)
         stamp("prefill_start", None)

@@ -98,7 +98,7 @@ def runner_child(args):
 
     load_start = _MONO()
     try:
-        loop = LOOPS[args.runtime](args.model, args.threads, max_positions)
+        loop = LOOPS[args.runtime](args.model, args.threads, max(max_positions, args.max_context))
     except ImportError as exc:
         emit(event("error", -1, False, _MONO(), reason="missing-library", message=str(exc),
                    stderr_tail=_stderr_tail()))

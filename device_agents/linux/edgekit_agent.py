@@ -64,6 +64,8 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--sample-ms", type=int, required=True)
     parser.add_argument("--baseline-ms", type=int, default=1000)
+    parser.add_argument("--max-context", type=int, default=0,
+                        help="positions the runtime's KV cache holds: the artifact's max_context (0: its default)")
     parser.add_argument("--pss-ms", type=int, default=250, help="read PSS at most this often (0: every sample)")
     parser.add_argument("--no-sampler", action="store_true", help="no samples (overhead benchmarks)")
     parser.add_argument("--fail-run", type=int, default=None, help="test hook: fail measured run K")

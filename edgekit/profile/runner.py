@@ -52,6 +52,7 @@ def common_flags(manifest: Manifest, workload: Workload, files: RunFiles) -> lis
         "--artifact-sha256", files.artifact_sha256,
         "--out", files.out_dir,
         "--device-json", files.device_json,
+        "--max-context", str(manifest.max_context),
         *workload.agent_flags(files.prompt_ids),
     ]  # fmt: skip
 

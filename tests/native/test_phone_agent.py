@@ -15,7 +15,7 @@ from edgekit.profile.native import PreparedNative, bundle_files
 from edgekit.profile.runner import DEVICE_JSON, PROMPT_IDS, RunFiles, device_facts, run_inputs
 from edgekit.profile.trace import load_trace
 from edgekit.workload import Workload
-from tests.native.conftest import NativeRunner, manifest_of, prompt_ids
+from tests.native.conftest import NativeRunner, manifest_of, parse_jsonl, prompt_ids
 
 REMOTE = "/data/local/tmp/edgekit-native"
 
@@ -158,3 +158,9 @@ def test_other_runtimes_on_emulated_phone(phone_dev: AdbDevice, runtime: str, re
         assert mine == ["run_start", "prefill_start", "prefill_end", *["decode_step"] * (gen_len - 1), "run_end"]
     assert trace.footer["status"] == "ok" and trace.footer["runs_completed"] == runs
     assert len([s for s in trace.samples if s["rss_kb"] is not None]) >= 1
+    # The runtime's cache holds the artifact's max_context (as the app that ships it would allocate it), not
+    # just the workload's P + G: the memory breakdown's KV cache is that size (llama.cpp may round it up).
+    phone_dev.pull(f"{REMOTE}/run-{runtime}/runner.jsonl", str(tmp_path / "runner.jsonl"))
+    (info,) = [x for x in parse_jsonl((tmp_path / "runner.jsonl").read_text()) if x["type"] == "runner_info"]
+    max_context = manifest_of(artifact).max_context
+    assert max_context > prompt_len + gen_len and info["max_context"] >= max_context, (info, max_context)

@@ -222,7 +222,11 @@ def test_workload_that_does_not_fit_is_refused(native_runner: NativeRunner, tiny
     proc = native_runner.run("--model", str(artifact / "model.pte"), "--prompt-ids", str(ids), "--runs", "zero")
     assert proc.returncode == 2 and "--runs must be an integer >= 1, got 'zero'" in proc.stderr
     proc = native_runner.run("--model", str(artifact / "model.pte"), "--prompt-ids", str(ids), "--ctx", "64")
-    assert proc.returncode == 2 and "--ctx does not apply to an ExecuTorch program" in proc.stderr
+    assert proc.returncode == 2 and f"--ctx 64 differs from the program's max_context {max_context}" in proc.stderr
+    short = ids_file(tmp_path, prompt_ids(8, manifest_of(artifact).model.vocab_size))
+    proc = native_runner.run("--model", str(artifact / "model.pte"), "--prompt-ids", str(short), "--gen-len", "4",
+                             "--runs", "1", "--warmup", "0", "--ctx", str(max_context))  # restating it is fine
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_prompt_ids_are_required(native_runner: NativeRunner, tiny_pte_dirs: dict[str, Path]) -> None:

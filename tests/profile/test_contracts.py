@@ -67,6 +67,7 @@ def test_both_agents_get_the_same_flags_and_prompt_ids(tmp_path: Path) -> None:
     assert python[2:] == native[6:], "the two agents take the same flags, in the same units"
     flags = dict(zip(python[2::2], python[3::2], strict=True))
     assert flags["--prompt-ids"] == files.prompt_ids and flags["--baseline-ms"] == "250"
+    assert flags["--max-context"] == str(manifest.max_context), "the runtime allocates the artifact's context"
     assert flags["--artifact-sha256"] == sha == manifest.address() and flags["--model"] == "/w/artifacts/x/model.pte"
     ids = run_inputs(manifest, workload, {"name": "d"})[PROMPT_IDS].split()
     assert [int(i) for i in ids] == workload.prompt_ids(manifest.model.vocab_size) and len(ids) == 7
