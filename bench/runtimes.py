@@ -129,10 +129,15 @@ def edgekit_row(artifact: Path, runner: str, args: argparse.Namespace, threads: 
             "self_hwm_mb": (m.self_hwm_kb or 0) / 1024, "size_mb": result.manifest.weights_bytes / 1e6}  # fmt: skip
 
 
-def drives(runner: str, artifact: Path) -> bool:
+def drives(runner: str, artifact: Path, device: str) -> bool:
+    """Whether ``runner`` can run ``artifact`` on ``device``: the Python agent has no llama.cpp loop, and a
+    phone has no Python (everything there goes through the native runner)."""
+    from edgekit import inventory as inv
     from edgekit.manifest import read_manifest
     from edgekit.profile.runner import runners
 
+    if runner == "python" and device != "local" and inv.get(device).tags.device_class == "phone":
+        return False
     return read_manifest(artifact).runtime in runners()[runner].runtimes()  # type: ignore[index]
 
 
@@ -210,8 +215,8 @@ def main() -> None:
             for recipe, artifact in artifacts.items():
                 for device in args.devices.split(","):
                     for runner in args.runners.split(","):
-                        if not drives(runner, artifact):
-                            continue  # the Python agent has no llama.cpp loop: GGUF runs through the native runner
+                        if not drives(runner, artifact, device):
+                            continue
                         # The peer right before each row, on the same device: this host's speed drifts by
                         # ~10% over minutes, so a ratio divides figures taken seconds apart.
                         ref = peer(device, llama, gguf, args, threads)

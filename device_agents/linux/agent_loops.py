@@ -114,7 +114,8 @@ class GenAILoop:
         """Prefill ``ids``, then greedy-decode to ``gen_len`` tokens; returns the tokens."""
         og = self.og
         params = og.GeneratorParams(self.model)
-        params.set_search_options(do_sample=False, min_length=len(ids) + gen_len, max_length=self.max_positions)
+        params.set_search_options(do_sample=False, min_length=len(ids) + gen_len,
+                                  max_length=max(self.max_positions, len(ids) + gen_len))
         generator = og.Generator(self.model, params)
         prompt = self.np.asarray(ids, dtype=self.np.int32)
         stamp("prefill_start", None)
