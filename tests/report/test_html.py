@@ -9,6 +9,7 @@ also writes the README's screenshot of the report (palette PNG) to that path.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 from html.parser import HTMLParser
@@ -140,8 +141,9 @@ def test_compare_page_renders_in_chromium(filled, tmp_path):
     assert (pixel["frontier 1"], pixel["frontier 2"]) == ("onnx-int4", "onnx-fp32")
     ratios = [t for name, t in result["tables"].items() if name.startswith("ratios-")]
     assert len(ratios) == 2 and all(len(t) == 5 for t in ratios)  # one table per device, one row per metric
-    devices = edgekit("compare", "pixel-8", "rpi5", "--html", str(out), home=filled.home)
+    devices = edgekit("compare", "pixel-8", "rpi5", "--html", str(out), "--json", home=filled.home)
     assert devices.returncode == 0 and "fig-frontier" not in out.read_text()  # one artifact, one quality
+    assert json.loads(devices.stdout)["kind"] == "device"  # --json output stays parseable beside --html
 
 
 def test_study_page_renders_in_chromium(filled, tmp_path):

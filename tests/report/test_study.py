@@ -64,6 +64,10 @@ def test_study_errors(filled, tmp_path):
     assert_one_line_error(edgekit("study", "--protocol", "mlperf", "--no-run", home=filled.home),
                           "unknown protocol 'mlperf'; known: slm-survey")  # fmt: skip
     assert_one_line_error(edgekit("study", "--models", "tiny-llama", home=filled.home), "needs --models and --devices")
+    assert_one_line_error(edgekit("study", "--no-run", "--format", "xml", home=filled.home),
+                          "unknown study format 'xml'; known: table, md, csv, json, html")  # fmt: skip
+    html = edgekit("study", "--no-run", "--format", "html", home=filled.home)
+    assert_one_line_error(html, "--format html needs --out")
     assert_one_line_error(edgekit("study", "--no-run", "--models", "nosuch", home=filled.home), "no runs match")
     with Store(tmp_path / "home") as store, pytest.raises(StudyError, match="uses gguf-q4_k_m, gguf-source, "):
         run_protocol(PROTOCOLS["slm-survey"], ["tiny-llama"], ["local"], "onnx-fp32", store)
