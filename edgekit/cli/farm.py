@@ -134,7 +134,7 @@ def report_cmd(
             rows = [r for r in select_runs(store) if r["trace_id"] in traces]
         except NoMatchingRuns as exc:
             raise StoreError(f"farm '{farm.name}': {exc}") from exc
-    emit_report(build_cells(rows), fmt, out)
+        emit_report(build_cells(rows), fmt, out, store)
 
 
 @farm_app.command("node")

@@ -15,6 +15,7 @@ from rich.markup import escape
 
 if TYPE_CHECKING:
     from edgekit.report.study import Protocol, StudyRow
+    from edgekit.store.db import Store
 
 console = Console()
 
@@ -40,12 +41,14 @@ def study_cmd(
     no_run: bool = typer.Option(False, "--no-run", help="do not profile; print the table from stored runs"),
     inventory: Path | None = typer.Option(None, "--inventory", help="device inventory file"),
     python: str | None = typer.Option(None, "--python", help="the devices' Python (default: the profiler's choice)"),
-    fmt: str = typer.Option("table", "--format", "-f", help="table, md, csv or json"),
-    out: Path | None = typer.Option(None, "--out", "-o", help="write the table to this file"),
+    fmt: str = typer.Option("table", "--format", "-f", help="table, md, csv, json or html (with --out: the table, "
+                            "the measured artifacts' quality against speed and their median runs' timelines)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="write the table (or the HTML page) to this file"),
 ) -> None:
     """Run PROTOCOL for every model on every device, then print its table."""
     from edgekit.errors import StoreError
     from edgekit.report.study import (
+        STUDY_FORMATS,
         SURVEY_REFERENCE,
         get_protocol,
         measured_rows,
@@ -57,6 +60,10 @@ def study_cmd(
     from edgekit.store import Store
 
     spec = get_protocol(protocol)
+    if fmt not in STUDY_FORMATS:
+        raise StoreError(f"unknown study format '{fmt}'; known: {', '.join(STUDY_FORMATS)}")
+    if fmt == "html" and out is None:
+        raise StoreError("--format html needs --out FILE (the page is one self-contained HTML file)")
     model_list, device_list = _split(models), _split(devices)
     if not no_run and (not model_list or not device_list):
         raise StoreError("a study run needs --models and --devices (or --no-run to print stored runs)")
@@ -74,15 +81,27 @@ def study_cmd(
             run_protocol(spec, model_list, device_list, recipes, store, inventory=inventory, python=python,
                          on_test=show)  # fmt: skip
         rows = measured_rows(store, spec, model_list, device_list) + references
+        page = study_html(store, spec, rows, model_list, device_list) if fmt == "html" else ""
     if fmt == "table" and out is None and console.is_terminal:
         console.print(study_table(spec, rows))
         return
-    text = study_table_text(spec, rows) if fmt == "table" else render_study(spec, rows, fmt)
+    text = page or (study_table_text(spec, rows) if fmt == "table" else render_study(spec, rows, fmt))
     if out is None:
         typer.echo(text, nl=False)
     else:
         out.write_text(text, encoding="utf-8")
         console.print(f"wrote {out}", highlight=False, soft_wrap=True)
+
+
+def study_html(store: Store, spec: Protocol, rows: list[StudyRow], models: list[str], devices: list[str]) -> str:
+    from edgekit.report.cells import build_cells
+    from edgekit.report.pages import study_page
+    from edgekit.report.study import protocol_runs
+    from edgekit.report.timeline import report_timelines
+
+    cells = build_cells(protocol_runs(store, spec, models, devices))
+    timelines, note = report_timelines(store, cells, [])
+    return study_page(spec, rows, cells, timelines, note)
 
 
 def study_table_text(spec: Protocol, rows: list[StudyRow]) -> str:

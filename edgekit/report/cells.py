@@ -3,6 +3,8 @@
 A cell's workload is (P, G, W, threads); repetitions from several traces of the same cell pool together.
 A cell is flagged unstable when a metric's CV exceeds 5%, and its energy carries a note when some or all
 repetitions have no valid energy (with the stored reason). Failed repetitions are counted, never averaged.
+A cell also carries its artifact's quality gate numbers (from the manifest, as stored), so the reports can
+set speed against quality without a second source.
 This module neither reads the store directly nor formats output.
 """
 
@@ -21,7 +23,14 @@ UNSTABLE_CV = 0.05
 
 
 CELL_KEY = ("device_id", "artifact_sha256", "prompt_len", "gen_len", "warmup", "threads")
-_DESCRIPTIVE = ("model_id", "params", "architecture", "recipe", "target", "quant_scheme", "quant_bits")
+_DESCRIPTIVE = ("model_id", "params", "architecture", "recipe", "target", "runtime", "quant_scheme", "quant_bits")
+# The artifact's quality gate numbers (stored column -> cell key): perplexity ratio and mean KL divergence
+# against the fp32 reference with their 95% intervals, and the same-top-1 rate.
+QUALITY_COLUMNS = {
+    "parity_ppl_ratio": "ppl_ratio", "parity_ppl_ratio_ci_low": "ppl_ratio_ci_low",
+    "parity_ppl_ratio_ci_high": "ppl_ratio_ci_high", "parity_kl_mean": "kl_mean", "parity_kl_ci_low": "kl_ci_low",
+    "parity_kl_ci_high": "kl_ci_high", "parity_top1_agreement": "top1_agreement",
+}  # fmt: skip
 
 
 @dataclass
@@ -37,6 +46,7 @@ class Cell:
     architecture: str | None
     recipe: str
     target: str | None
+    runtime: str | None
     quant_scheme: str | None
     quant_bits: int | None
     n_runs: int = 0
@@ -48,6 +58,9 @@ class Cell:
     unstable: list[str] = field(default_factory=list)
     energy_note: str | None = None
     run_ids: list[str] = field(default_factory=list)
+    quality: dict[str, float | None] = field(default_factory=dict)
+    artifact_bytes: int | None = None  # every file of the artifact (what a device must hold on disk)
+    gate_passed: bool | None = None
 
     @property
     def label(self) -> str:
@@ -67,6 +80,9 @@ class Cell:
                     out[f"{metric.key}_{stat}"] = value
         for part, value in self.memory_kb.items():
             out[f"{part}_mb"] = None if value is None else value / 1024
+        out.update(self.quality)
+        out["artifact_mb"] = None if self.artifact_bytes is None else self.artifact_bytes / 2**20
+        out["gate_passed"] = self.gate_passed
         out["unstable"] = ",".join(self.unstable)
         out["energy_note"] = self.energy_note or ""
         out["errors"] = "; ".join(self.errors)
@@ -111,6 +127,8 @@ def build_cells(rows: list[dict[str, Any]]) -> list[Cell]:
             for part in ("weights", "kv_cache", "runtime", "baseline_rss")
         }
         cell.energy_note = _energy_note(ok) if ok else "no successful runs"
+        cell.quality = {key: first.get(column) for column, key in QUALITY_COLUMNS.items()}
+        cell.artifact_bytes, cell.gate_passed = first.get("total_bytes"), first.get("gate_passed")
         cells.append(cell)
     cells.sort(key=lambda c: (c.device_id, c.params or 0, c.model_id, c.recipe, c.prompt_len, c.gen_len))
     return cells

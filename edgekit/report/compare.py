@@ -58,9 +58,11 @@ class Comparison:
     a: str
     b: str
     pairs: list[PairComparison] = field(default_factory=list)
+    cells: list[tuple[Cell, Cell]] = field(default_factory=list, repr=False)  # (A, B) of each pair, not in JSON
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, default=str)
+        doc = {"kind": self.kind, "a": self.a, "b": self.b, "pairs": [asdict(p) for p in self.pairs]}
+        return json.dumps(doc, indent=2, default=str)
 
 
 def _kinds_of(store: Store, name: str, cells: list[Cell]) -> dict[str, str]:
@@ -129,6 +131,7 @@ def compare(store: Store, a: str, b: str, filters: Filters | None = None) -> Com
                                       ci[0] if ci else None, ci[1] if ci else None))  # fmt: skip
         decode = next(r for r in ratios if r.metric == "decode_tok_s")
         result.pairs.append(PairComparison(context, ratios, _sentence(a, b, decode, context)))
+        result.cells.append((cell_a, cell_b))
     if not result.pairs:
         raise NoMatchingRuns(f"both '{a}' and '{b}' with everything else equal ({kind}s never share a cell)")
     return result
@@ -157,13 +160,21 @@ def render_side_by_side(results: list[Comparison], console: Console) -> None:
         console.print(table)
 
 
+def ratio_rows(pair: PairComparison) -> list[list[str]]:
+    """One row per metric: name, A's median, B's median, A / B and its 95% CI."""
+    rows = []
+    for r in pair.ratios:
+        ci = f"{r.ci_low:.3f}–{r.ci_high:.3f}" if r.ci_low is not None and r.ci_high is not None else "—"
+        ratio = f"{r.ratio:.3f}×" if r.ratio is not None else "—"
+        rows.append([f"{r.metric} ({r.unit})", fmt_number(r.a_median), fmt_number(r.b_median), ratio, ci])
+    return rows
+
+
 def render_comparison(result: Comparison, console: Console) -> None:
     for pair in result.pairs:
         console.print(f"[bold]{pair.sentence}[/bold]", highlight=False)
         context = ", ".join(f"{k}={v}" for k, v in pair.context.items())
         table = Table("metric", result.a, result.b, f"{result.a} / {result.b}", "95% CI", title=context)
-        for r in pair.ratios:
-            ci = f"{r.ci_low:.3f}–{r.ci_high:.3f}" if r.ci_low is not None and r.ci_high is not None else "—"
-            ratio = f"{r.ratio:.3f}×" if r.ratio is not None else "—"
-            table.add_row(f"{r.metric} ({r.unit})", fmt_number(r.a_median), fmt_number(r.b_median), ratio, ci)
+        for row in ratio_rows(pair):
+            table.add_row(*row)
         console.print(table)

@@ -2,7 +2,9 @@
 
 Every format shows the same cells and numbers; JSON and CSV carry every statistic (median, p90, CV, CI
 bounds) flat, the table and Markdown show median [95% CI] and CV. Flags: "unstable" names the metrics whose
-CV exceeds 5%; the energy column says why energy is missing. HTML lives in ``html.py``.
+CV exceeds 5%; the energy column says why energy is missing. JSON and Markdown also carry the quality
+against speed frontier of each device (``frontier.py``), as rows the HTML report shows too. HTML lives in
+``html.py``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from rich.table import Table
 from edgekit.profile.metrics import METRICS, MetricSpec
 from edgekit.report import FORMATS
 from edgekit.report.cells import Cell
+from edgekit.report.frontier import PICKS, Entry, Group, frontier_groups, groups_json
 from edgekit.report.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, Summary
 
 __all__ = ["FORMATS", "render_text", "to_csv", "to_json", "to_markdown", "to_table"]
@@ -94,6 +97,7 @@ def to_json(cells: list[Cell]) -> str:
             "metrics": [_metric_doc(m) for m in METRICS],
         },
         "cells": [{**cell.flat(), "run_ids": cell.run_ids} for cell in cells],
+        "frontier": groups_json(frontier_groups(cells)),
     }
     return json.dumps(doc, indent=2, default=str) + "\n"
 
@@ -116,7 +120,44 @@ def to_markdown(cells: list[Cell]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_md_escape(c) for c in row_cells(cell)) + " |" for cell in cells]
     note = f"Median [95% bootstrap CI, {BOOTSTRAP_RESAMPLES} resamples]; CV > 5% flags a cell unstable."
-    return "\n".join(lines) + f"\n\n{note}\n"
+    frontier = ["| " + " | ".join(FRONTIER_HEADERS) + " |", "|" + "---|" * len(FRONTIER_HEADERS)]
+    frontier += ["| " + " | ".join(_md_escape(c) for c in row) + " |"
+                 for group in frontier_groups(cells) for row in frontier_rows(group)]  # fmt: skip
+    quality = f"## Quality against speed\n\n{FRONTIER_NOTE}\n\n" + "\n".join(frontier)
+    return "\n".join(lines) + f"\n\n{note}\n\n{quality}\n"
+
+
+FRONTIER_HEADERS = ["device", "workload", "model", "row", "recipe", "runtime", "decode tok/s [95% CI]",
+                    "ppl ratio [95% CI]", "mean KL", "peak memory MB", "artifact MB", "artifact"]  # fmt: skip
+FRONTIER_NOTE = (
+    "Per device, workload and model: the artifacts no other one beats on both decode speed (median tok/s) and "
+    "quality (perplexity ratio against the fp32 reference, from the quality gate), fastest first; then "
+    "the fastest artifact within 1% perplexity and the one with the smallest peak memory within 5%."
+)
+
+
+def fmt_ratio(value: float | None, low: float | None = None, high: float | None = None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.4f}" + (f" [{low:.4f}–{high:.4f}]" if low is not None and high is not None else "")
+
+
+def _entry_cells(entry: Entry) -> list[str]:
+    recipe = entry.recipe + ("" if entry.gate_passed is not False else " (gate failed)")
+    decode = fmt_summary(Summary(1, entry.decode_tok_s, ci_low=entry.decode_ci[0], ci_high=entry.decode_ci[1]))
+    return [recipe, entry.runtime or "—", decode, fmt_ratio(entry.ppl_ratio, *entry.ppl_ci),
+            fmt_number(entry.kl_mean), fmt_number(entry.peak_mem_mb), fmt_number(entry.artifact_mb),
+            entry.artifact_sha256[:12]]  # fmt: skip
+
+
+def frontier_rows(group: Group) -> list[list[str]]:
+    """The group's frontier (fastest first), then its picks; a pick nothing qualifies for says why."""
+    where = [group.device_id, group.workload, group.model_id]
+    rows = [[*where, f"frontier {i}", *_entry_cells(e)] for i, e in enumerate(group.frontier, start=1)]
+    for pick in PICKS:
+        chosen = group.picks.get(pick)
+        rows.append([*where, pick, *(_entry_cells(chosen) if chosen else [group.pick_note(pick)] + ["—"] * 7)])
+    return rows
 
 
 def to_table(cells: list[Cell]) -> Table:

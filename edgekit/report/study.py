@@ -109,11 +109,17 @@ def _mb(kb: float | None) -> float | None:
     return None if kb is None else kb / 1024
 
 
-def measured_rows(store: Store, protocol: Protocol, models: list[str], devices: list[str]) -> list[StudyRow]:
+def protocol_runs(store: Store, protocol: Protocol, models: list[str], devices: list[str]) -> list[dict[str, Any]]:
+    """The stored repetitions the protocol's table is made of: its workload, on its weight width."""
     filters = Filters(devices=devices, models=models, prompt_len=protocol.prompt_len, gen_len=protocol.gen_len)
     rows = [r for r in select_runs(store, filters) if r["quant_bits"] == protocol.weight_bits]
     if not rows:
         raise NoMatchingRuns(f"{filters.describe()} on {protocol.weight_bits}-bit artifacts")
+    return rows
+
+
+def measured_rows(store: Store, protocol: Protocol, models: list[str], devices: list[str]) -> list[StudyRow]:
+    rows = protocol_runs(store, protocol, models, devices)
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["model_id"], row["device_id"], row["recipe"]), []).append(row)
@@ -191,6 +197,7 @@ def _cell(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+STUDY_FORMATS = ("table", "md", "csv", "json", "html")
 HEADERS = ("model", "params", "device", "prefill ms (50 tok)", "decode ms/token", "weights MB", "KV cache MB",
            "compute/runtime MB", "other MB", "runs", "source")  # fmt: skip
 
@@ -222,4 +229,4 @@ def render_study(protocol: Protocol, rows: list[StudyRow], fmt: str) -> str:
         lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
         lines += ["| " + " | ".join(row_strings(r)) + " |" for r in rows]
         return f"**{protocol.title}** (protocol `{protocol.name}`)\n\n" + "\n".join(lines) + "\n"
-    raise StoreError(f"unknown study format '{fmt}'; known: table, md, csv, json")
+    raise StoreError(f"unknown study format '{fmt}'; known: {', '.join(STUDY_FORMATS)}")

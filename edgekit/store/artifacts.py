@@ -45,6 +45,8 @@ def artifact_row(sha256: str, manifest: Manifest) -> dict[str, Any]:
         "parity_top1_agreement": parity.top1_agreement,
         "parity_ppl_ratio": parity.ppl_ratio,
         "parity_kl_mean": parity.kl_mean,
+        "parity_kl_ci_low": parity.kl_ci[0],
+        "parity_kl_ci_high": parity.kl_ci[1],
         "parity_ppl_ratio_ci_low": parity.ppl_ratio_ci[0],
         "parity_ppl_ratio_ci_high": parity.ppl_ratio_ci[1],
         "gate_passed": manifest.gate.passed,

@@ -10,6 +10,7 @@ Python reader depend on pytz). This module only knows the schema; it stores no d
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -117,10 +118,32 @@ def m003_artifact_quality(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE artifacts ADD COLUMN parity_ppl_ratio_ci_high DOUBLE")
 
 
+def m004_artifact_quality_intervals(con: duckdb.DuckDBPyConnection) -> None:
+    """The KL divergence's interval, and every quality column filled from the stored manifest where an
+    artifact was stored before its column existed (the manifest has always carried the gate's numbers)."""
+    con.execute("ALTER TABLE artifacts ADD COLUMN parity_kl_ci_low DOUBLE")
+    con.execute("ALTER TABLE artifacts ADD COLUMN parity_kl_ci_high DOUBLE")
+    rows = con.execute(
+        "SELECT sha256, manifest_json FROM artifacts WHERE parity_kl_mean IS NULL OR parity_kl_ci_low IS NULL "
+        "OR parity_ppl_ratio_ci_low IS NULL"
+    ).fetchall()
+    for sha256, text in rows:
+        parity = (json.loads(text) or {}).get("parity") or {}
+        kl_ci, ppl_ci = parity.get("kl_ci") or (None, None), parity.get("ppl_ratio_ci") or (None, None)
+        con.execute(
+            "UPDATE artifacts SET parity_kl_mean = coalesce(parity_kl_mean, ?), "
+            "parity_kl_ci_low = coalesce(parity_kl_ci_low, ?), parity_kl_ci_high = coalesce(parity_kl_ci_high, ?), "
+            "parity_ppl_ratio_ci_low = coalesce(parity_ppl_ratio_ci_low, ?), "
+            "parity_ppl_ratio_ci_high = coalesce(parity_ppl_ratio_ci_high, ?) WHERE sha256 = ?",
+            [parity.get("kl_mean"), kl_ci[0], kl_ci[1], ppl_ci[0], ppl_ci[1], sha256],
+        )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("m001_initial", m001_initial),
     ("m002_farm_cells", m002_farm_cells),
     ("m003_artifact_quality", m003_artifact_quality),
+    ("m004_artifact_quality_intervals", m004_artifact_quality_intervals),
 ]
 
 

@@ -19,7 +19,9 @@ RUN_COLUMNS = (
     "r.run_id, r.trace_id, r.run, r.device_id, r.artifact_sha256, r.prompt_len, r.gen_len, r.warmup, r.threads, "
     "r.ok, r.error, r.ttft_ms, r.prefill_tok_s, r.decode_tok_s, r.decode_ms_p50, r.decode_ms_p90, r.peak_rss_kb, "
     "r.peak_pss_kb, r.energy_j, r.energy_per_token_mj, r.energy_missing_reason, "
-    "a.model_id, a.params, a.architecture, a.recipe, a.target, a.quant_scheme, a.quant_bits, "
+    "a.model_id, a.params, a.architecture, a.recipe, a.target, a.runtime, a.quant_scheme, a.quant_bits, "
+    "a.total_bytes, a.parity_ppl_ratio, a.parity_ppl_ratio_ci_low, a.parity_ppl_ratio_ci_high, a.parity_kl_mean, "
+    "a.parity_kl_ci_low, a.parity_kl_ci_high, a.parity_top1_agreement, a.gate_passed, "
     "t.weights_kb, t.kv_cache_kb, t.runtime_kb, t.peak_rss_kb AS trace_peak_rss_kb, t.baseline_rss_kb, "
     "t.power_source"
 )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from edgekit.export.recipes import nominal_bits
 from edgekit.report.study import PROTOCOLS, REFERENCE_COLUMNS, read_reference_csv
 from edgekit.report.study_run import StudyError, run_protocol
 from edgekit.store import Store
@@ -25,12 +26,15 @@ def test_study_table_from_stored_runs_matches_the_generator(filled):
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["protocol"]["prompt_len"] == 50 and doc["protocol"]["gen_len"] == 50
-    measured = {(r["model"], r["device"]): r for r in doc["rows"] if r["source"].startswith("measured")}
-    # 4-bit only: the fp32 profiles are not part of the survey's protocol.
-    assert set(measured) == {("tiny-llama", "pixel-8"), ("tiny-qwen", "pixel-8"), ("tiny-llama", "rpi5")}
-    for name in ("pixel-int4", "pixel-qwen", "rpi-int4"):
+    measured = {(r["model"], r["device"], r["source"]): r for r in doc["rows"] if r["source"].startswith("measured")}
+    # 4-bit only: the fp32 and 8-bit profiles are not part of the survey's protocol.
+    four_bit = [n for n, (_, a) in PROFILES.items() if nominal_bits(a.scheme) == 4]
+    assert set(four_bit) == {"pixel-int4", "pixel-qwen", "pixel-pte", "pixel-gguf", "rpi-int4"}
+    assert set(measured) == {(PROFILES[n][1].model_id, PROFILES[n][0].device, f"measured ({PROFILES[n][1].recipe})")
+                             for n in four_bit}  # fmt: skip
+    for name in four_bit:
         spec, artifact = PROFILES[name]
-        row = measured[(artifact.model_id, spec.device)]
+        row = measured[(artifact.model_id, spec.device, f"measured ({artifact.recipe})")]
         truth = filled.truths[name]
         assert row["params"] == artifact.params and row["runs"] == spec.runs
         assert row["prefill_ms"] == pytest.approx(statistics.median(truth.ttft_ms))
@@ -60,6 +64,10 @@ def test_study_errors(filled, tmp_path):
     assert_one_line_error(edgekit("study", "--protocol", "mlperf", "--no-run", home=filled.home),
                           "unknown protocol 'mlperf'; known: slm-survey")  # fmt: skip
     assert_one_line_error(edgekit("study", "--models", "tiny-llama", home=filled.home), "needs --models and --devices")
+    assert_one_line_error(edgekit("study", "--no-run", "--format", "xml", home=filled.home),
+                          "unknown study format 'xml'; known: table, md, csv, json, html")  # fmt: skip
+    html = edgekit("study", "--no-run", "--format", "html", home=filled.home)
+    assert_one_line_error(html, "--format html needs --out")
     assert_one_line_error(edgekit("study", "--no-run", "--models", "nosuch", home=filled.home), "no runs match")
     with Store(tmp_path / "home") as store, pytest.raises(StudyError, match="uses gguf-q4_k_m, gguf-source, "):
         run_protocol(PROTOCOLS["slm-survey"], ["tiny-llama"], ["local"], "onnx-fp32", store)

@@ -56,3 +56,24 @@ def test_a_failing_migration_is_rolled_back_and_not_recorded(edgekit_home):
         assert "m998_broken" not in _recorded(store)
         tables = {r[0] for r in store.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         assert "half_done" not in tables
+
+
+def test_artifacts_stored_before_the_quality_columns_get_them_from_their_manifest(edgekit_home):
+    from edgekit.store.artifacts import artifact_row
+    from tests.store.tracegen import ArtifactSpec, fake_manifest
+
+    manifest = fake_manifest(ArtifactSpec(ppl_ratio=1.03, kl_mean=0.04))
+    newer = ("parity_kl_mean", "parity_kl_ci", "parity_ppl_ratio_ci")
+    old_row = {k: v for k, v in artifact_row("a" * 64, manifest).items() if not k.startswith(newer)}
+    with Store(migrations=MIGRATIONS[:2]) as store:  # a database from before m003
+        store.con.execute(f"INSERT INTO artifacts ({', '.join(old_row)}) VALUES ({', '.join('?' for _ in old_row)})",
+                          list(old_row.values()))  # fmt: skip
+    with Store() as store:
+        assert store.applied_now == [name for name, _ in MIGRATIONS[2:]]
+        stored = store.con.execute(
+            "SELECT parity_ppl_ratio, parity_ppl_ratio_ci_low, parity_ppl_ratio_ci_high, parity_kl_mean, "
+            "parity_kl_ci_low, parity_kl_ci_high FROM artifacts WHERE sha256 = ?", ["a" * 64]
+        ).fetchone()
+    parity = manifest.parity
+    assert stored == pytest.approx((parity.ppl_ratio, *parity.ppl_ratio_ci, parity.kl_mean, *parity.kl_ci))
+    assert stored[3] == pytest.approx(0.04) and stored[1] < 1.03 < stored[2]

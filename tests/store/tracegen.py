@@ -43,6 +43,8 @@ class ArtifactSpec:
     weights_bytes: int = 80 * 1024 * 1024
     kv_bytes_per_token: int = 30 * 1024
     max_context: int = 256
+    ppl_ratio: float = 1.02  # the quality gate's numbers written into the manifest
+    kl_mean: float = 0.02
 
 
 @dataclass
@@ -64,6 +66,8 @@ class ProfileSpec:
     base_rss_kb: int = 20_000  # the runner process before the model is loaded
     compute_kb: int = 30_000  # activations and runtime buffers while generating
     fail_runs: tuple[int, ...] = ()
+    decode_growth_ms: float = 0.0  # added to the decode time of each later token index (a KV cache filling up)
+    load_w: float | None = None  # power while the model loads (None: idle power)
     seed: int = 0
     started_at: str = "2026-11-22T18:00:00Z"
 
@@ -77,9 +81,14 @@ class Truth:
     run_ids: list[int] = field(default_factory=list)
 
 
+_RUNTIMES = {"onnx": ("model.onnx", "onnxruntime"), "executorch": ("model.pte", "executorch"),
+             "gguf": ("model.gguf", "llama.cpp")}  # fmt: skip
+
+
 def fake_manifest(spec: ArtifactSpec) -> Manifest:
     """A complete, valid manifest describing a fake artifact of ``spec`` (its file is never written)."""
-    name = "model.onnx" if spec.target == "onnx" else "model.pte"
+    name, runtime = _RUNTIMES[spec.target]
+    ppl, kl = spec.ppl_ratio, spec.kl_mean
     fake = hashlib.sha256(f"{spec.model_id}/{spec.recipe}/{spec.weights_bytes}".encode()).hexdigest()
     return Manifest(
         manifest_version=2,
@@ -88,7 +97,7 @@ def fake_manifest(spec: ArtifactSpec) -> Manifest:
                         parameters=spec.params, vocab_size=512, tokenizer=False),
         recipe={"name": spec.recipe, "target": spec.target, "quantize": {"scheme": spec.scheme, "block_size": 32}},
         target=spec.target,  # type: ignore[arg-type]
-        runtime="onnxruntime" if spec.target == "onnx" else "executorch",
+        runtime=runtime,  # type: ignore[arg-type]
         artifact=name,
         tool_versions={},
         files=[FileEntry(name=name, bytes=spec.weights_bytes, sha256=fake)],
@@ -102,9 +111,10 @@ def fake_manifest(spec: ArtifactSpec) -> Manifest:
         quantization=Quantization(scheme=spec.scheme, bits=nominal_bits(spec.scheme) or 32, block_size=32,
                                   head="body", embedding="float",
                                   linear_total=14, linear_quantized=14, linear_float=0, skipped_layers=[]),
-        parity=Quality(text="alice29.txt", n_ctx=512, chunks=40, tokens=10200, kl_mean=0.02, kl_ci=(0.019, 0.021),
-                       kl_p99=0.2, kl_max=1.0, top1_agreement=0.97, top1_ci=(0.966, 0.974), ppl_reference=10.0,
-                       ppl_artifact=10.2, ppl_ratio=1.02, ppl_ratio_ci=(1.015, 1.025), max_abs_logit_diff=1.5),
+        parity=Quality(text="alice29.txt", n_ctx=512, chunks=40, tokens=10200, kl_mean=kl,
+                       kl_ci=(kl * 0.95, kl * 1.05), kl_p99=kl * 10, kl_max=kl * 50, top1_agreement=0.97,
+                       top1_ci=(0.966, 0.974), ppl_reference=10.0, ppl_artifact=10.0 * ppl, ppl_ratio=ppl,
+                       ppl_ratio_ci=(ppl - 0.005, ppl + 0.005), max_abs_logit_diff=1.5),
         gate=GateResult(passed=True, failures=[], thresholds={}),
         export_wall_s=1.0,
     )  # fmt: skip
@@ -149,6 +159,7 @@ def generate(spec: ProfileSpec, artifact: ArtifactSpec, artifact_sha256: str) ->
     t += 1000 * MS_NS
     ev("baseline_end", -1)
     ev("load_start", -1)
+    load_start = t
     t += 300 * MS_NS
     ev("load_end", -1)
     loaded_at = t
@@ -170,7 +181,7 @@ def generate(spec: ProfileSpec, artifact: ArtifactSpec, artifact_sha256: str) ->
         ev("prefill_end", run, warm)
         prefill_end = t
         for k in range(1, spec.gen_len):
-            t += int(spec.decode_ms * factor * rng.uniform(0.97, 1.03) * MS_NS)
+            t += int((spec.decode_ms + spec.decode_growth_ms * (k - 1)) * factor * rng.uniform(0.97, 1.03) * MS_NS)
             ev("decode_step", run, warm, token_index=k)
         last = t
         t += MS_NS
@@ -189,7 +200,10 @@ def generate(spec: ProfileSpec, artifact: ArtifactSpec, artifact_sha256: str) ->
     while ts < end:
         on = any(a <= ts <= b for a, b in busy)
         rss = spec.base_rss_kb + (weights_kb if ts >= loaded_at else 0) + ((kv_kb + spec.compute_kb) if on else 0)
-        power = None if spec.power_source is None else (spec.busy_w if on else spec.idle_w) * rng.uniform(0.99, 1.01)
+        level = spec.busy_w if on else spec.idle_w
+        if spec.load_w is not None and load_start <= ts <= loaded_at:
+            level = spec.load_w
+        power = None if spec.power_source is None else level * rng.uniform(0.99, 1.01)
         temp = 40_000 + int(8_000 * (ts - begin) / max(1, end - begin))
         samples.append(_sample(ts + rng.randint(-MS_NS, MS_NS), rss, power, temp, rng))
         ts += spec.sample_ms * MS_NS
@@ -205,7 +219,7 @@ def generate(spec: ProfileSpec, artifact: ArtifactSpec, artifact_sha256: str) ->
         },
         "artifact": {
             "sha256": artifact_sha256, "model_id": artifact.model_id, "recipe": artifact.recipe,
-            "runtime": "onnxruntime", "file": "model.onnx",
+            "runtime": _RUNTIMES[artifact.target][1], "file": _RUNTIMES[artifact.target][0],
         },
         "workload": {
             "prompt_len": spec.prompt_len, "gen_len": spec.gen_len, "warmup": spec.warmup, "runs": spec.runs,
