@@ -77,11 +77,13 @@ class LlamaBackend final : public Backend {
     const long G = request.gen_len;
     const long n_ctx = request.ctx > 0 ? request.ctx : P + G;
     const long n_ctx_train = llama_model_n_ctx_train(model_);
-    // The last generated token is never fed back: P + G - 1 positions are decoded.
-    if (P + G - 1 > n_ctx || (n_ctx_train > 0 && n_ctx > n_ctx_train))
+    // The last generated token is never fed back: P + G - 1 positions are decoded, within the context and
+    // the model's trained context. The context itself may be larger than that (the artifact's max_context
+    // is an allocation; llama.cpp warns about it on stderr).
+    if (P + G - 1 > n_ctx || (n_ctx_train > 0 && P + G - 1 > n_ctx_train))
       return Status::Usage("prompt " + std::to_string(P) + " + generated " + std::to_string(G) + " tokens" +
                            (request.ctx > 0 ? " in --ctx " + std::to_string(request.ctx) : "") +
-                           " do not fit: prompt + generated - 1 <= n_ctx <= the model's n_ctx_train " +
+                           " do not fit: prompt + generated - 1 <= n_ctx and <= the model's n_ctx_train " +
                            std::to_string(n_ctx_train) + " needed");
     const long threads = request.threads > 0 ? request.threads : static_cast<long>(std::thread::hardware_concurrency());
     llama_context_params cp = llama_context_default_params();

@@ -128,7 +128,8 @@ def test_llama_cpp_trace_tokens_and_facts(llama_runner: NativeRunner, tiny_gguf_
     assert len(set(tokens[0])) > 3, f"a degenerate reference: {tokens[0]}"
 
 
-def test_llama_cpp_refuses_clearly(llama_runner: NativeRunner, tiny_gguf_dir: Path, tmp_path: Path) -> None:
+def test_llama_cpp_refuses_clearly(llama_runner: NativeRunner, tiny_gguf_dir: Path, tiny_hf_dir: Path,
+                                   tmp_path: Path) -> None:
     ids = str(ids_file(tmp_path, list(range(1, 30))))
     gguf = str(tiny_gguf_dir / "model.gguf")
     proc = llama_runner.run("--model", gguf, "--prompt-ids", ids, "--gen-len", "8", "--ctx", "32")
@@ -144,6 +145,16 @@ def test_llama_cpp_refuses_clearly(llama_runner: NativeRunner, tiny_gguf_dir: Pa
     (info,) = [x for x in parse_jsonl(proc.stdout) if x["type"] == "runner_info"]
     assert proc.returncode == 0 and info["max_context"] >= 64
     assert proc.stderr == "", "llama.cpp's info log must stay quiet"
+    # A context beyond the trained one is an allocation (an artifact's max_context): allowed. Positions beyond
+    # the trained context are not.
+    trained = json.loads((tiny_hf_dir / "config.json").read_text())["max_position_embeddings"]
+    proc = llama_runner.run("--model", gguf, "--prompt-ids", ids, "--gen-len", "4", "--ctx", str(2 * trained),
+                            "--runs", "1", "--warmup", "0")
+    (info,) = [x for x in parse_jsonl(proc.stdout) if x["type"] == "runner_info"]
+    assert proc.returncode == 0 and info["max_context"] >= 2 * trained, proc.stderr
+    proc = llama_runner.run("--model", gguf, "--prompt-ids", ids, "--gen-len", str(trained), "--ctx",
+                            str(2 * trained))  # fmt: skip
+    assert proc.returncode == 2 and f"n_ctx_train {trained}" in proc.stderr
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime-genai", "llama.cpp"])
