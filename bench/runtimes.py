@@ -28,6 +28,7 @@ Run: ``.venv/bin/python bench/runtimes.py [--threads 1,2] [--runs 5] [--recipes 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -64,15 +65,16 @@ def llama_bench(llama: Path, gguf: Path, args: argparse.Namespace, threads: int)
     proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=3600)
     if proc.returncode != 0:
         raise SystemExit(f"llama-bench failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
-    return _llama_bench_rates(json.loads(proc.stdout), gguf, argv)
+    return _llama_bench_rates(json.loads(proc.stdout), gguf, argv, args.prompt_len)
 
 
-def _llama_bench_rates(results: list[dict[str, Any]], gguf: Path, argv: list[str]) -> dict[str, Any]:
+def _llama_bench_rates(results: list[dict[str, Any]], gguf: Path, argv: list[str], depth: int) -> dict[str, Any]:
+    """pp at depth 0 and tg at ``depth`` (the workload's prompt length), plain tg kept as ``decode_d0``."""
+
     def test(n_prompt: bool, depth: int) -> dict[str, Any]:
         return next(r for r in results if (r["n_prompt"] > 0) == n_prompt and (r["n_gen"] > 0) != n_prompt
                     and r.get("n_depth", 0) == depth)  # fmt: skip
 
-    depth = int(argv[argv.index("-p") + 1])
     pp, tg, tg0 = test(True, 0), test(False, depth), test(False, 0)
     return {
         "runtime": f"llama.cpp {pp.get('build_commit', '')} (llama-bench)",
@@ -85,10 +87,10 @@ def _llama_bench_rates(results: list[dict[str, Any]], gguf: Path, argv: list[str
     }  # the file by name: no local path
 
 
-def llama_bench_on(device_name: str, llama: Path, gguf: Path, args: argparse.Namespace, threads: int) -> dict[str, Any]:
-    """llama-bench run on an inventory device: the same program and flags as on this host, pushed with its
-    libraries and the GGUF as one content-addressed bundle (as a phone's user would ``adb push`` it), so the
-    peer shares the device and its background load with edgekit's runs there."""
+@functools.cache
+def _pushed_llama_bench(device_name: str, llama: Path, gguf: Path) -> str:
+    """Push llama-bench, its libraries and ``gguf`` to the device once per run of this bench (one
+    content-addressed bundle, as a phone's user would ``adb push`` them); the remote directory."""
     from edgekit import inventory as inv
     from edgekit.profile.runner import push_bundle
 
@@ -100,12 +102,25 @@ def llama_bench_on(device_name: str, llama: Path, gguf: Path, args: argparse.Nam
     try:
         remote = push_bundle(device, entry.resolved_workdir(), files)
         device.run(["chmod", "755", f"{remote}/bin/llama-bench"], timeout_s=30.0, check=True)
-        argv = llama_bench_argv(f"{remote}/bin/llama-bench", f"{remote}/model.gguf", args, threads)
+    finally:
+        device.close()
+    return remote
+
+
+def llama_bench_on(device_name: str, llama: Path, gguf: Path, args: argparse.Namespace, threads: int) -> dict[str, Any]:
+    """llama-bench run on an inventory device: the same program and flags as on this host, so the peer shares
+    the device and its background load with edgekit's runs there."""
+    from edgekit import inventory as inv
+
+    remote = _pushed_llama_bench(device_name, llama, gguf)
+    argv = llama_bench_argv(f"{remote}/bin/llama-bench", f"{remote}/model.gguf", args, threads)
+    device = inv.connect(inv.get(device_name))
+    try:
         out = device.run(["sh", "-c", f"LD_LIBRARY_PATH={remote}/lib exec " + " ".join(argv)], timeout_s=3600.0,
                          check=True).text()  # fmt: skip
     finally:
         device.close()
-    return _llama_bench_rates(json.loads(out), gguf, argv)
+    return _llama_bench_rates(json.loads(out), gguf, argv, args.prompt_len)
 
 
 def peer(device: str, llama: Path, gguf: Path, args: argparse.Namespace, threads: int) -> dict[str, Any]:
