@@ -20,10 +20,13 @@ from tests.fixtures.phone import Phone
 from tests.profile.conftest import DEVICE_PYTHON, PHONE_WORKDIR
 from tests.profile.truth import TruthPoller
 
-# Each repetition should last ~0.2 s or more: a window end is known to within one tick of the emulator's sensor
-# (10 ms), so windows much longer than a tick keep that error well inside the tolerance. GenAI decodes the tiny
-# model in well under a millisecond a token, hence ~1000 tokens on a 1024-position artifact.
-WORKLOAD = {"prompt_len": 32, "gen_len": 960, "runs": 5, "warmup": 1, "threads": 1, "sample_ms": 10,
+# A sensor reading is up to one emulator tick (~10 ms) old when the agent reads it, and the agent cannot know
+# by how much: each window's energy is off by about power x (staleness at its start - at its end), ~20 mJ
+# (one standard deviation, measured) on a window of ~70 ms (GenAI decodes the tiny model's 960 tokens at
+# ~14k tok/s; 1024 positions is its limit). The errors of windows are independent, so the sum over N runs is
+# off by ~7%/sqrt(N) of itself: 50 runs keep a 3% tolerance at about four standard deviations (5 runs, at one
+# and a half, failed one CI run in a few).
+WORKLOAD = {"prompt_len": 32, "gen_len": 960, "runs": 50, "warmup": 1, "threads": 1, "sample_ms": 10,
             "baseline_s": 1.0, "cooldown_s": 0.0, "runner": "python", "timeout_s": 240.0}
 ENERGY_TOLERANCE = 0.03
 RSS_TOLERANCE = 0.05
@@ -84,17 +87,27 @@ def test_board_energy_rss_and_wall_clock(board_dev: Device, shared_board: BoardH
           f"startup overhead {overhead_s:.3f} s")
     assert 0 <= gap_s <= 2 * overhead_s + 0.5
 
-    # Peak RSS: the same workload run directly under GNU time.
+    # Peak RSS: the sampler must catch the kernel's own high-water mark of the same process (the footer's
+    # VmHWM, read at exit) ...
+    peak_kb = result.metrics.memory["peak_rss_kb"]
+    assert result.metrics.self_hwm_kb is not None
+    assert peak_kb == pytest.approx(result.metrics.self_hwm_kb, rel=0.01)
+    # ... and agree with the same program (sampler included) run directly under GNU time. Two processes of one
+    # program differ by allocator and page-cache luck (a CI run saw 5.4% between one profiled and one direct
+    # run, with the footer equal to the sample), so the closer of two direct runs is the reference.
     time_bin = Path("/usr/bin/time")
     if not time_bin.exists():
         pytest.fail("GNU time (/usr/bin/time, Debian package 'time') is required")
     direct = Workload(**{**WORKLOAD, "baseline_s": 0.0})  # type: ignore[arg-type]
-    argv = local_argv(tiny_onnx_long, tmp_path / "direct", direct, "--no-sampler")
-    proc = subprocess.run([str(time_bin), "-v", *argv], capture_output=True, text=True, timeout=240, check=True)
-    direct_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))  # type: ignore[union-attr]
-    peak_kb = result.metrics.memory["peak_rss_kb"]
+    direct_kb = []
+    for i in range(2):
+        argv = local_argv(tiny_onnx_long, tmp_path / f"direct-{i}", direct)
+        proc = subprocess.run([str(time_bin), "-v", *argv], capture_output=True, text=True, timeout=240,
+                              check=True)  # fmt: skip
+        direct_kb.append(int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1)))  # type: ignore[union-attr]
+    closest_kb = min(direct_kb, key=lambda kb: abs(kb - peak_kb))
     print(f"peak RSS: sampled {peak_kb} kB, footer VmHWM {result.metrics.self_hwm_kb} kB, /usr/bin/time {direct_kb} kB")
-    assert peak_kb == pytest.approx(direct_kb, rel=RSS_TOLERANCE)
+    assert peak_kb == pytest.approx(closest_kb, rel=RSS_TOLERANCE)
 
     # Repeated runs on the idle device: the spread is reported, not asserted. The emulated device shares this
     # VM's cores, and the VM shares its host: 2.2% was measured at load average 10 and 16.2% at load average
