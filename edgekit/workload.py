@@ -35,6 +35,8 @@ class Workload(BaseModel):
     warmup: int = Field(default=1, ge=0, le=1_000, description="warm-up repetitions (recorded, not measured)")
     threads: int = Field(default=2, ge=1, le=256, description="runtime threads")
     sample_ms: int = Field(default=20, description="sampler period, SAMPLE_MS_MIN..SAMPLE_MS_MAX")
+    pss_ms: int = Field(default=100, ge=0, le=60_000,
+                        description="PSS (a walk of every mapped page) at most this often unless cheap; 0: no floor")
     baseline_s: float = Field(default=1.0, ge=0, le=3600, description="idle baseline before loading")
     cooldown_s: float = Field(default=10.0, ge=0, le=3600, description="longest cool-down wait before the run")
     threshold_c: float = Field(default=DEFAULT_THRESHOLD_C, gt=0, le=150, description="cool-down target")
@@ -74,6 +76,7 @@ class Workload(BaseModel):
             "--runs", str(self.runs),
             "--threads", str(self.threads),
             "--sample-ms", str(self.sample_ms),
+            "--pss-ms", str(self.pss_ms),
             "--baseline-ms", str(round(self.baseline_s * 1000)),
         ]  # fmt: skip
 

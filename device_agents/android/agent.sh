@@ -14,7 +14,7 @@
 #
 # usage: sh agent.sh --runner PATH --lib-dir DIR --model FILE --runtime R --model-id ID --recipe NAME
 #                    --artifact-sha256 SHA --out DIR [--device-json FILE] --prompt-len P --prompt-ids FILE
-#                    --gen-len G --warmup W --runs R --threads T --sample-ms S [--baseline-ms 1000]
+#                    --gen-len G --warmup W --runs R --threads T --sample-ms S [--pss-ms 100] [--baseline-ms 1000]
 #                    [--timeout-s N] [--max-context N]
 # The flags after --lib-dir are the ones the Python agent takes, with the same names: the host builds both
 # command lines from one Workload (edgekit/workload.py).
@@ -26,12 +26,12 @@ AGENT_VERSION=2.0.0
 
 usage() {
   echo "agent.sh: $1" >&2
-  echo "usage: sh agent.sh --runner PATH --lib-dir DIR --model FILE --runtime R --model-id ID --recipe NAME --artifact-sha256 SHA --out DIR [--device-json FILE] --prompt-len P --prompt-ids FILE --gen-len G --warmup W --runs R --threads T --sample-ms S [--baseline-ms 1000] [--timeout-s N] [--max-context N]" >&2
+  echo "usage: sh agent.sh --runner PATH --lib-dir DIR --model FILE --runtime R --model-id ID --recipe NAME --artifact-sha256 SHA --out DIR [--device-json FILE] --prompt-len P --prompt-ids FILE --gen-len G --warmup W --runs R --threads T --sample-ms S [--pss-ms 100] [--baseline-ms 1000] [--timeout-s N] [--max-context N]" >&2
   exit 2
 }
 
 RUNNER= LIB_DIR= MODEL= RUNTIME= OUT= P= G= W= R= T= S= BASELINE_MS=1000 DEVICE_JSON= PROMPT_IDS=
-ARTIFACT_SHA= MODEL_ID= RECIPE= TIMEOUT_S=0 MAX_CONTEXT=0
+ARTIFACT_SHA= MODEL_ID= RECIPE= TIMEOUT_S=0 MAX_CONTEXT=0 PSS_MS=100
 while [ $# -gt 0 ]; do
   [ $# -ge 2 ] || usage "option $1 needs a value"
   case "$1" in
@@ -46,6 +46,7 @@ while [ $# -gt 0 ]; do
     --runs) R=$2 ;;
     --threads) T=$2 ;;
     --sample-ms) S=$2 ;;
+    --pss-ms) PSS_MS=$2 ;;
     --baseline-ms) BASELINE_MS=$2 ;;
     --device-json) DEVICE_JSON=$2 ;;
     --prompt-ids) PROMPT_IDS=$2 ;;
@@ -64,7 +65,7 @@ for pair in "runner:$RUNNER" "lib-dir:$LIB_DIR" "model:$MODEL" "runtime:$RUNTIME
             "recipe:$RECIPE" "artifact-sha256:$ARTIFACT_SHA" "out:$OUT" "prompt-ids:$PROMPT_IDS"; do
   [ -n "${pair#*:}" ] || usage "--${pair%%:*} is required"
 done
-for pair in "prompt-len:$P" "gen-len:$G" "warmup:$W" "runs:$R" "threads:$T" "sample-ms:$S" \
+for pair in "prompt-len:$P" "gen-len:$G" "warmup:$W" "runs:$R" "threads:$T" "sample-ms:$S" "pss-ms:$PSS_MS" \
             "baseline-ms:$BASELINE_MS" "timeout-s:$TIMEOUT_S" "max-context:$MAX_CONTEXT"; do
   is_uint "${pair#*:}" || usage "--${pair%%:*} must be a non-negative integer, got '${pair#*:}'"
 done
@@ -190,10 +191,9 @@ for _f in /sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq; do [ -r "$
 # Memory every tick from /proc/PID/statm (one short line: the resident pages); the peak (VmHWM, from
 # /proc/PID/status, read a byte at a time by the shell) and PSS (/proc/PID/smaps_rollup walks every page
 # of the runner under its mmap lock, about 1 ms for a 135M-parameter model) every tick while the runner is
-# small (under PSS_CHEAP_KB resident, a read well under 0.3 ms), else at most every PSS_MS (about 1% of a
-# core for that model); the samples between carry null for them. What each tick costs is taken from the
+# small (under PSS_CHEAP_KB resident, a read well under 0.3 ms), else at most every PSS_MS (--pss-ms, the
+# workload's pss_ms the host passes to both agents; at 100 ms about 1% of a core for that model); the samples between carry null for them. What each tick costs is taken from the
 # runner's cores when it runs as many threads as the device has.
-PSS_MS=100
 PSS_CHEAP_KB=32768
 PSS_EVERY=$(( (PSS_MS + S - 1) / S )); _pss_due=0
 PAGE_KB=4

@@ -66,7 +66,8 @@ def parse_args(argv):
     parser.add_argument("--baseline-ms", type=int, default=1000)
     parser.add_argument("--max-context", type=int, default=0,
                         help="positions the runtime's KV cache holds: the artifact's max_context (0: its default)")
-    parser.add_argument("--pss-ms", type=int, default=250, help="read PSS at most this often (0: every sample)")
+    parser.add_argument("--pss-ms", type=int, default=100,
+                        help="read PSS at most this often unless cheap (0: no floor); the host passes the workload's")
     parser.add_argument("--no-sampler", action="store_true", help="no samples (overhead benchmarks)")
     parser.add_argument("--fail-run", type=int, default=None, help="test hook: fail measured run K")
     parser.add_argument("--fail-mode", choices=("error", "oom", "crash", "hang"), default="error")
@@ -80,6 +81,8 @@ def parse_args(argv):
         parser.error("--prompt-len, --gen-len, --runs and --threads must be >= 1, --warmup >= 0")
     if args.baseline_ms < 0:
         parser.error(f"--baseline-ms must be >= 0, got {args.baseline_ms}")
+    if args.pss_ms < 0:
+        parser.error(f"--pss-ms must be >= 0, got {args.pss_ms}")
     args.prompt_ids = read_prompt_ids(args.prompt_ids, parser)
     if len(args.prompt_ids) != args.prompt_len:
         parser.error(f"--prompt-len {args.prompt_len} but the --prompt-ids file holds {len(args.prompt_ids)} ids")

@@ -39,6 +39,16 @@ def test_workload_refuses_what_the_agents_refuse(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert native.returncode == 2 and "--sample-ms must be 10..100, got 5" in native.stderr
 
+    # The PSS cadence is the workload's, passed to both agents (neither keeps its own); both refuse a bad one.
+    assert Workload(pss_ms=40).agent_flags("ids.txt")[-4:-2] == ["--pss-ms", "40"]
+    common[-1] = "20"
+    python = subprocess.run([sys.executable, str(AGENT_DIR / "edgekit_agent.py"), *common, "--pss-ms", "-1"],
+                            capture_output=True, text=True, timeout=60)
+    assert python.returncode == 2 and "--pss-ms must be >= 0, got -1" in python.stderr
+    native = subprocess.run(["sh", str(AGENT_SH), "--runner", "/bin/true", "--lib-dir", str(tmp_path), *common,
+                             "--pss-ms", "x"], capture_output=True, text=True, timeout=60)
+    assert native.returncode == 2 and "--pss-ms must be a non-negative integer, got 'x'" in native.stderr
+
 
 def test_one_rule_picks_the_runner() -> None:
     assert choose_runner("auto", "phone", "executorch").kind == "native"
