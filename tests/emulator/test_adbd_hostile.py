@@ -161,6 +161,30 @@ def test_writes_ahead_of_okay_are_refused_not_queued(phone: Phone) -> None:
     assert phone.adb("shell", "echo", "ok").stdout == b"ok\n"
 
 
+def test_shell_v2_lengths_are_not_buffer_sizes(phone: Phone) -> None:
+    """A stdin packet announcing 4 GB is passed on as it arrives; an over-long control packet ends the stream."""
+    key = new_key()
+    authorize(phone.state_dir, key)
+    pid = _phone_pid(phone)
+    before_kb = _peak_rss_kb(pid)
+    with RawPeer(phone.process.port) as peer:
+        peer.authenticate(key)
+        remote = peer.open(1, b"shell,v2,raw:cat >/dev/null")
+        assert remote
+        assert peer.write_paced(1, remote, struct.pack("<BI", 0, 0xFFFFFFFF))  # stdin, "4 GB" follow
+        for _ in range(64):
+            assert peer.write_paced(1, remote, b"\0" * MAX_PAYLOAD_BYTES)
+        grown_mb = (_peak_rss_kb(pid) - before_kb) / 1024
+        assert grown_mb < 40, f"64 MB of stdin grew the phone's peak RSS by {grown_mb:.0f} MB"
+
+        remote = peer.open(2, b"shell,v2,raw:cat >/dev/null")
+        assert remote
+        closed = not peer.write_paced(2, remote, struct.pack("<BI", 5, 1 << 20))  # a 1 MB "window size"
+        while not closed and (reply := peer.read()) is not None:
+            closed = reply.command == b"CLSE" and reply.arg1 == 2
+        assert closed
+
+
 def _drop_frame(rng: random.Random, kind: int) -> bytes:
     """A frame after which the daemon must end the connection."""
     data = rng.randbytes(rng.randrange(0, 64))
