@@ -86,9 +86,8 @@ def sign_token(key: rsa.RSAPrivateKey, token: bytes) -> bytes:
 
 
 def user_key_dir() -> Path:
-    """Where the stock client keeps the running user's key (``$ANDROID_USER_HOME`` or ``~/.android``)."""
-    override = os.environ.get("ANDROID_USER_HOME")
-    return Path(override) if override else Path.home() / ".android"
+    """Where the stock client keeps the running user's key: ``$HOME/.android``."""
+    return Path.home() / ".android"
 
 
 class Authorizer:
