@@ -10,7 +10,7 @@ Everything the peer sends is bounded before it is read: a frame longer than the 
 before authentication, ``MAX_PAYLOAD_BYTES`` after), a second WRTE on a stream before its OKAY, more
 than ``MAX_STREAMS`` open streams or ``MAX_AUTH_FAILURES`` bad signatures drop the connection; a peer
 that has not authenticated within ``HANDSHAKE_TIMEOUT_S`` is dropped, and at most ``MAX_CONNECTIONS``
-are served at once.
+are served at once (the oldest unauthenticated one makes way for a newcomer).
 
 It knows nothing about what a service does: ``OPEN`` destinations are handed to a ``ServiceFactory``
 (the phone) which returns a function run on its own thread with a ``Stream`` to read from and write
@@ -198,6 +198,10 @@ class AdbConnection:
         self._auth_failures = 0
         self._peer_version = A_VERSION_MIN
 
+    @property
+    def authenticated(self) -> bool:
+        return self._connected
+
     def send_message(self, command: int, arg0: int, arg1: int, data: bytes = b"") -> None:
         check = (sum(data) & 0xFFFFFFFF) if self.use_checksum else 0
         header = _HEADER.pack(command, arg0, arg1, len(data), check, command ^ 0xFFFFFFFF)
@@ -343,7 +347,7 @@ class AdbDaemon:
         self.auth = auth
         self.host = host
         self._listener: socket.socket | None = None
-        self._connections: set[socket.socket] = set()
+        self._connections: dict[socket.socket, AdbConnection] = {}  # in the order accepted
         self._lock = threading.Lock()
 
     def bind(self, port: int, *, avoid: range = range(5555, 5586)) -> int:
@@ -369,22 +373,33 @@ class AdbDaemon:
             except OSError:
                 return  # listener closed by shutdown()
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                full = len(self._connections) >= MAX_CONNECTIONS
-                if not full:
-                    self._connections.add(sock)
-            if full:
-                log.warning("refusing a connection: %d served already", MAX_CONNECTIONS)
+            connection = AdbConnection(sock, self.banner, self.services, self.auth)
+            if not self._admit(sock, connection):
+                log.warning("refusing a connection: %d authenticated ones served already", MAX_CONNECTIONS)
                 sock.close()
                 continue
-            threading.Thread(target=self._serve_one, args=(sock,), daemon=True, name="adb-conn").start()
+            threading.Thread(target=self._serve_one, args=(sock, connection), daemon=True, name="adb-conn").start()
 
-    def _serve_one(self, sock: socket.socket) -> None:
+    def _admit(self, sock: socket.socket, connection: AdbConnection) -> bool:
+        """Room for one more: when full, the oldest peer still not authenticated makes way (so idle
+        peers cannot lock the adb server out); with every slot authenticated, the newcomer is refused."""
+        with self._lock:
+            if len(self._connections) >= MAX_CONNECTIONS:
+                pending = next((s for s, c in self._connections.items() if not c.authenticated), None)
+                if pending is None:
+                    return False
+                del self._connections[pending]
+                with contextlib.suppress(OSError):
+                    pending.shutdown(socket.SHUT_RDWR)
+            self._connections[sock] = connection
+            return True
+
+    def _serve_one(self, sock: socket.socket, connection: AdbConnection) -> None:
         try:
-            AdbConnection(sock, self.banner, self.services, self.auth).serve()
+            connection.serve()
         finally:
             with self._lock:
-                self._connections.discard(sock)
+                self._connections.pop(sock, None)
             with contextlib.suppress(OSError):
                 sock.close()
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from edgekit.emulator import adbd
 from edgekit.emulator._adb_auth import (
     ADB_AUTH_RSAPUBLICKEY,
     ADB_AUTH_SIGNATURE,
@@ -137,6 +138,32 @@ def test_bad_signatures_are_bounded(daemon_factory, tmp_path: Path) -> None:
         for _ in range(200):
             peer.send(frame(b"AUTH", ADB_AUTH_SIGNATURE, 0, b"\2" * 256))
         assert peer.closed_by_daemon()
+
+
+def test_a_stalled_peer_is_dropped_within_the_handshake_time(daemon_factory, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(adbd, "HANDSHAKE_TIMEOUT_S", 0.3)
+    port = daemon_factory(tmp_path / "adb_keys", accept_new_keys=False)
+    started = time.monotonic()
+    with RawPeer(port) as silent, RawPeer(port) as stuck_in_auth:
+        stuck_in_auth.hello()  # a token comes, no signature follows
+        assert silent.closed_by_daemon() and stuck_in_auth.closed_by_daemon()
+    assert time.monotonic() - started < 5
+
+
+def test_idle_peers_do_not_lock_out_the_adb_server(phone: Phone) -> None:
+    peers: list[RawPeer] = []
+    try:
+        for _ in range(adbd.MAX_CONNECTIONS + 8):
+            peers.append(RawPeer(phone.process.port))
+            peers[-1].hello()  # each holds a slot, unauthenticated
+        assert peers[0].closed_by_daemon()  # the oldest made way for the newest
+        phone.server.adb("disconnect", phone.serial, timeout_s=10)
+        phone.connect()  # a new connection from the adb server still gets in
+        assert phone.adb("shell", "echo", "in").stdout == b"in\n"
+    finally:
+        for peer in peers:
+            peer.close()
 
 
 # -- bounded frames ---------------------------------------------------------------------------------
