@@ -241,6 +241,8 @@ def _send(stream: Stream, out: _Out, fs: DeviceFs, spec: str) -> None:
                 upload.finish(mode, mtime, bytes(link_target))
             except OSError as exc:
                 error = f"{path}: {exc.strerror or exc}"
+            except ValueError:  # a NUL byte in a symlink target
+                error = f"{path}: invalid symlink target"
     finally:
         if upload is not None:
             upload.close()

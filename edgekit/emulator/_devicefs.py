@@ -135,6 +135,8 @@ class DeviceFs:
         """The root holding ``device_path`` and the path below it; OSError (ENOENT, EROFS) as the device."""
         if not device_path.startswith("/"):
             raise OSError(errno.ENOENT, "path must be absolute", device_path)
+        if "\0" in device_path:  # a C string would end there; refuse rather than guess which file
+            raise OSError(errno.EINVAL, "Invalid argument (a NUL byte in the path)", device_path)
         path = posixpath.normpath(device_path)
         path = "/" + path.lstrip("/")  # normpath keeps a leading '//'
         for root in self._roots:

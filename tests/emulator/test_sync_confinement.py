@@ -99,6 +99,21 @@ def test_symlinks_out_of_the_device_are_not_followed(phone: Phone, tmp_path: Pat
     assert sorted(os.listdir(outside)) == ["secret"]
 
 
+def test_nul_bytes_in_names_fail_and_the_session_goes_on(phone: Phone) -> None:
+    with _sync_session(phone) as sock:
+        spec = b"/data/local/tmp/nul-link," + str(stat.S_IFLNK | 0o777).encode()
+        sock.sendall(b"SEND" + _U32.pack(len(spec)) + spec + b"DATA" + _U32.pack(3) + b"a\0b"
+                     + b"DONE" + _U32.pack(0))
+        reply = _exact(sock, 8)
+        assert reply[:4] == b"FAIL", reply
+        _exact(sock, _U32.unpack(reply[4:])[0])
+        path = b"/data/local/tmp\0/x"
+        sock.sendall(b"STAT" + _U32.pack(len(path)) + path)
+        assert _exact(sock, 16) == b"STAT" + bytes(12)  # "no such file", and still answering
+        sock.sendall(b"QUIT" + _U32.pack(0))
+    assert not (phone.state_dir / "data" / "local" / "tmp" / "nul-link").is_symlink()
+
+
 @pytest.fixture(params=["openat2", "walk"])
 def device_fs(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DeviceFs:
     """The same confinement with openat2(2) and with the O_NOFOLLOW walk kept for older kernels."""
@@ -127,6 +142,8 @@ def test_device_fs_reaches_files_and_refuses_every_link(device_fs: DeviceFs, tmp
     for path in ("/data/link/secret", "/data/a/flink", "/data/a/inner/f"):
         with pytest.raises(PermissionError):
             os.close(device_fs.open(path))
+    with pytest.raises(OSError):  # not "/data/a/b/f", which a C string would make of it
+        os.close(device_fs.open("/data/a/b/f\0tail"))
     with pytest.raises(PermissionError):
         device_fs.lstat("/data/link/secret")
     assert stat.S_ISLNK(device_fs.lstat("/data/a/flink").st_mode)  # the link itself, not its target
