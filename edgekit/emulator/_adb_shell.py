@@ -5,13 +5,16 @@ v2 wraps everything in packets of ``id (1 byte) + length (u32 LE) + data`` with 
 stdout 1, stderr 2, exit 3, close-stdin 4, window-size 5 (ignored here), so exit codes and stderr
 reach the host separately. With ``pty`` (or an interactive v1 shell) the command gets a pseudo
 terminal and all its output arrives as stdout. The command always runs as ``/system/bin/sh -c CMD``
-inside the phone's sandbox; this module never runs anything on the host.
+inside the phone's sandbox; this module never runs anything on the host. A v2 packet's length comes
+from the host: stdin is passed on in chunks as it arrives (never gathered whole), and any other packet
+over ``MAX_CONTROL_PACKET_BYTES`` closes the stream before a byte of it is read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import struct
 import threading
@@ -21,9 +24,12 @@ from typing import Protocol
 
 from edgekit.emulator.adbd import Stream, StreamClosed
 
+log = logging.getLogger(__name__)
+
 ID_STDIN, ID_STDOUT, ID_STDERR, ID_EXIT, ID_CLOSE_STDIN, ID_WINDOW_SIZE = 0, 1, 2, 3, 4, 5
 _PACKET_HEADER = struct.Struct("<BI")
 _READ_CHUNK_BYTES = 64 * 1024
+MAX_CONTROL_PACKET_BYTES = 4096  # close-stdin and window-size packets are a few bytes
 
 
 @dataclass(frozen=True)
@@ -128,20 +134,39 @@ def _pump_output(fd: int, packet_id: int, emit: Callable[[int, bytes], None]) ->
                 os.close(fd)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """Write ``data`` to the command's stdin; a command that stopped reading loses the rest."""
+    view = memoryview(data)
+    with contextlib.suppress(BrokenPipeError):
+        while view:
+            view = view[os.write(fd, view):]
+
+
 def _pump_input(stream: Stream, stdin_fd: int, request: ShellRequest, proc: SpawnedProcess) -> None:
     """Feed host input to the command; a host that closes the stream early kills the command."""
     stdin_open = True
     try:
         while True:
-            if request.v2:
-                packet_id, length = _PACKET_HEADER.unpack(stream.read_exact(_PACKET_HEADER.size))
-                data = stream.read_exact(length) if length else b""
-            else:
-                packet_id, data = ID_STDIN, stream.recv()
-            if packet_id == ID_STDIN and stdin_open:
-                with contextlib.suppress(BrokenPipeError):
-                    os.write(stdin_fd, data)
-            elif packet_id == ID_CLOSE_STDIN and stdin_open and not request.tty:
+            if not request.v2:
+                data = stream.recv()
+                if stdin_open:
+                    _write_all(stdin_fd, data)
+                continue
+            packet_id, length = _PACKET_HEADER.unpack(stream.read_exact(_PACKET_HEADER.size))
+            if packet_id == ID_STDIN:
+                while length:  # in pieces: the length is the host's word, not a buffer size
+                    data = stream.read_exact(min(length, _READ_CHUNK_BYTES))
+                    length -= len(data)
+                    if stdin_open:
+                        _write_all(stdin_fd, data)
+                continue
+            if length > MAX_CONTROL_PACKET_BYTES:
+                log.warning("shell v2 packet %d of %d bytes (limit %d); closing the stream",
+                            packet_id, length, MAX_CONTROL_PACKET_BYTES)
+                stream.close()
+                return
+            stream.read_exact(length)
+            if packet_id == ID_CLOSE_STDIN and stdin_open and not request.tty:
                 stdin_open = False
                 os.close(stdin_fd)
     except (StreamClosed, OSError):

@@ -4,8 +4,12 @@ Requests are ``id (4 ASCII bytes) + length (u32 LE) + path``. Served: STAT/LIST 
 lstat), STA2/LST2/LIS2 (v2: errno plus 64-bit fields), SEND (``path,mode``, then DATA chunks of at most
 64 KiB and DONE with the mtime; answered OKAY or FAIL+message), RECV (DATA chunks, DONE or FAIL) and
 QUIT. File names are bytes from the wire used as paths directly: they never pass through a shell.
-A push lands in a temporary file that is renamed into place on DONE, so a failed or cut push never
-leaves a half file under the requested name; a write error (a full disk) is answered with FAIL.
+Every file is reached through ``DeviceFs`` as a descriptor under the phone's roots and then used only
+through that descriptor (or its directory's), so a symlink the device swaps in cannot lead a request to
+the host's files. A push lands in a temporary file beside its target, renamed into place on DONE, so a
+failed or cut push never leaves a half file under the requested name; a write error (a full disk) is
+answered with FAIL. Lengths from the wire are checked before anything is read: a path over 4 KiB, a
+DATA chunk over 64 KiB or a symlink target over 4 KiB ends the request with FAIL.
 """
 
 from __future__ import annotations
@@ -13,10 +17,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import stat
 import struct
-import tempfile
-from pathlib import Path
 
 from edgekit.emulator._devicefs import DeviceFs
 from edgekit.emulator.adbd import Stream
@@ -83,11 +86,11 @@ def _fail(out: _Out, message: str) -> None:
 
 
 def _lstat(fs: DeviceFs, path: str, *, follow: bool = False) -> os.stat_result:
-    try:
-        host = fs.resolve(path)
-    except IsADirectoryError:  # "/" and other parents of the mapped roots
-        return os.stat_result((stat.S_IFDIR | 0o755, 0, 0, 2, 0, 0, 4096, 0, 0, 0))
-    return os.stat(host) if follow else os.lstat(host)
+    """Sync follows no links: ``follow`` (STA2) on a symlink is refused rather than followed."""
+    st = fs.lstat(path)
+    if follow and stat.S_ISLNK(st.st_mode):
+        raise PermissionError(errno.EACCES, "Permission denied (sync does not follow links)", path)
+    return st
 
 
 def _stat_v1(fs: DeviceFs, path: str) -> bytes:
@@ -115,11 +118,14 @@ def _stat_v2(fs: DeviceFs, path: str, *, follow: bool) -> bytes:
 def _list(out: _Out, fs: DeviceFs, path: str, *, v2: bool) -> None:
     entries: list[tuple[str, os.stat_result]] = []
     try:
-        host = fs.resolve(path)
-        with os.scandir(host) as it:
-            for entry in it:
-                with contextlib.suppress(OSError):
-                    entries.append((entry.name, entry.stat(follow_symlinks=False)))
+        dir_fd = fs.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            with os.scandir(dir_fd) as it:
+                for entry in it:
+                    with contextlib.suppress(OSError):
+                        entries.append((entry.name, entry.stat(follow_symlinks=False)))
+        finally:
+            os.close(dir_fd)
     except IsADirectoryError:
         for name in fs.top_level():
             with contextlib.suppress(OSError):
@@ -139,6 +145,59 @@ def _list(out: _Out, fs: DeviceFs, path: str, *, v2: bool) -> None:
         out.put(_DENT_V1.pack(b"DONE", 0, 0, 0, 0))
 
 
+class _Upload:
+    """Where a push goes: its directory (held open, so a swapped path cannot redirect it) and a temp file."""
+
+    def __init__(self, fs: DeviceFs, path: str, mode: int) -> None:
+        self.dir_fd, self.name = fs.open_parent(path, for_write=True, create=True)
+        self.tmp_name, self.tmp_fd = "", -1
+        try:
+            if self.name == "." or _is_dir(self.dir_fd, self.name):
+                raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
+            if not stat.S_ISLNK(mode):
+                self.tmp_name = SEND_TMP_PREFIX + secrets.token_hex(8)
+                self.tmp_fd = os.open(self.tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                                      | os.O_CLOEXEC, 0o600, dir_fd=self.dir_fd)
+        except BaseException:
+            self.close()
+            raise
+
+    def finish(self, mode: int, mtime: int, link_target: bytes) -> None:
+        """Move the temporary file (or a new symlink) into place, inside the directory held open."""
+        if stat.S_ISLNK(mode):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.name, dir_fd=self.dir_fd)
+            os.symlink(os.fsdecode(link_target), self.name, dir_fd=self.dir_fd)
+            return
+        os.fchmod(self.tmp_fd, stat.S_IMODE(mode) or 0o644)
+        if mtime:
+            os.utime(self.tmp_fd, (mtime, mtime))
+        os.close(self.tmp_fd)
+        self.tmp_fd = -1
+        os.replace(self.tmp_name, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+        self.tmp_name = ""
+
+    def close(self) -> None:
+        """Release the descriptors and remove a temporary file that was not moved into place."""
+        if self.tmp_fd >= 0:
+            os.close(self.tmp_fd)
+            self.tmp_fd = -1
+        if self.tmp_name:
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp_name, dir_fd=self.dir_fd)
+            self.tmp_name = ""
+        if self.dir_fd >= 0:
+            os.close(self.dir_fd)
+            self.dir_fd = -1
+
+
+def _is_dir(dir_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
+
+
 def _send(stream: Stream, out: _Out, fs: DeviceFs, spec: str) -> None:
     path, _, mode_text = spec.rpartition(",")
     if not path or not mode_text.isdigit():
@@ -146,17 +205,12 @@ def _send(stream: Stream, out: _Out, fs: DeviceFs, spec: str) -> None:
     else:
         mode = int(mode_text)
     error: str | None = None
-    tmp_fd, tmp_path = -1, ""
-    target: Path | None = None
+    upload: _Upload | None = None
     try:
-        target = fs.resolve(path, for_write=True)
-        if target.is_dir():
-            raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp_fd, tmp_path = tempfile.mkstemp(dir=target.parent, prefix=SEND_TMP_PREFIX)
+        upload = _Upload(fs, path, mode)
     except OSError as exc:
         error = f"{path}: {exc.strerror or exc}"
-    payload = bytearray()  # only for symlinks, whose "data" is the link target
+    link_target = bytearray()  # only for symlinks, whose "data" is the link target
     mtime = 0
     try:
         while True:
@@ -165,64 +219,51 @@ def _send(stream: Stream, out: _Out, fs: DeviceFs, spec: str) -> None:
                 mtime = length
                 break
             if request_id != b"DATA" or length > SYNC_DATA_MAX_BYTES:
-                error = error or f"unexpected {request_id!r} while receiving {path}"
+                error = error or f"unexpected {request_id!r} ({length} bytes, the limit is " \
+                                 f"{SYNC_DATA_MAX_BYTES}) while receiving {path}"
                 break
             data = stream.read_exact(length)
-            if error is not None:
+            if error is not None or upload is None:
                 continue  # keep reading to DONE so the client hears FAIL, as adbd does
+            if stat.S_ISLNK(mode):
+                link_target += data
+                if len(link_target) > _MAX_PATH_BYTES:
+                    error = f"{path}: symlink target over {_MAX_PATH_BYTES} bytes"
+                continue
             try:
-                if stat.S_ISLNK(mode):
-                    payload += data
-                else:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(tmp_fd, view) :]
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(upload.tmp_fd, view):]
             except OSError as exc:
                 error = f"{path}: write failed: {exc.strerror or exc}"
-        if error is None and target is not None:
-            error = _finish_send(tmp_fd, tmp_path, target, mode, mtime, bytes(payload), path)
-            tmp_fd = -1
+        if error is None and upload is not None:
+            try:
+                upload.finish(mode, mtime, bytes(link_target))
+            except OSError as exc:
+                error = f"{path}: {exc.strerror or exc}"
+            except ValueError:  # a NUL byte in a symlink target
+                error = f"{path}: invalid symlink target"
     finally:
-        if tmp_fd >= 0:
-            os.close(tmp_fd)
-        if tmp_path and (error is not None or os.path.exists(tmp_path)):
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_path)
+        if upload is not None:
+            upload.close()
     if error is None:
         out.put(b"OKAY" + _U32.pack(0))
     else:
         _fail(out, error)
 
 
-def _finish_send(tmp_fd: int, tmp_path: str, target: Path, mode: int, mtime: int,
-                 link_target: bytes, path: str) -> str | None:
-    """Close the temporary file (always) and move it, or a symlink, into place."""
-    try:
-        try:
-            if not stat.S_ISLNK(mode):
-                os.fchmod(tmp_fd, stat.S_IMODE(mode) or 0o644)
-        finally:
-            os.close(tmp_fd)
-        if stat.S_ISLNK(mode):
-            if target.is_symlink() or target.exists():
-                target.unlink()
-            os.symlink(os.fsdecode(link_target), target)
-            return None
-        if mtime:
-            os.utime(tmp_path, (mtime, mtime))
-        os.replace(tmp_path, target)
-        return None
-    except OSError as exc:
-        return f"{path}: {exc.strerror or exc}"
-
-
 def _recv(out: _Out, fs: DeviceFs, path: str) -> None:
     try:
-        host = fs.resolve(path)
-        with open(host, "rb") as f:
-            while chunk := f.read(SYNC_DATA_MAX_BYTES):
-                out.put(b"DATA" + _U32.pack(len(chunk)) + chunk)
+        fd = fs.open(path)
     except OSError as exc:
         _fail(out, f"{path}: {exc.strerror or exc}")
         return
+    try:
+        while chunk := os.read(fd, SYNC_DATA_MAX_BYTES):
+            out.put(b"DATA" + _U32.pack(len(chunk)) + chunk)
+    except OSError as exc:
+        _fail(out, f"{path}: {exc.strerror or exc}")
+        return
+    finally:
+        os.close(fd)
     out.put(b"DONE" + _U32.pack(0))

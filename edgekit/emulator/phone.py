@@ -1,11 +1,15 @@
 """An emulated Android phone: persistent identity, sandboxed filesystem, battery, and an adb daemon.
 
-``python -m edgekit.emulator.phone serve --state-dir DIR --port PORT [--name NAME]`` runs one phone
-in the foreground until SIGTERM/SIGINT and prints ``READY 127.0.0.1:PORT`` once adb can connect
-(``--port 0`` picks a free port outside 5555-5585, the range adb servers scan). Everything it writes
-is under DIR::
+``python -m edgekit.emulator.phone serve --state-dir DIR --port PORT [--name NAME] [--accept-new-keys]``
+runs one phone in the foreground until SIGTERM/SIGINT and prints ``READY 127.0.0.1:PORT`` once adb can
+connect (``--port 0`` picks a free port outside 5555-5585, the range adb servers scan). Like a real
+phone it serves only adb servers holding a key it trusts: those in DIR/adb_keys and the key of the
+user running it (``~/.android/adbkey``, the stock client's); ``--accept-new-keys`` also trusts (and
+keeps) the key of any host that offers one, as tapping "Always allow" does. Everything it writes is
+under DIR::
 
     identity.json   serial, model, SoC, ABI, SDK, cores, RAM, props (created once, then kept)
+    adb_keys        adb public keys the phone trusts, one per line (the format of adbkey.pub)
     battery.json    charge left, saved at stop so the battery keeps draining across restarts
     data/ sdcard/   the device's /data (with /data/local/tmp) and /sdcard, read-write
     system/         /system: build.prop, getprop (a busybox sh script), sh = busybox
@@ -32,6 +36,7 @@ import threading
 import time
 from pathlib import Path
 
+from edgekit.emulator._adb_auth import Authorizer, user_key_dir
 from edgekit.emulator._adb_shell import parse_shell_destination, run_shell
 from edgekit.emulator._adb_sync import SEND_TMP_PREFIX, run_sync
 from edgekit.emulator._atomic import write_atomic
@@ -241,7 +246,7 @@ class Phone:
         return self.sandbox.spawn(argv, fds, tty=tty, env=env)
 
 
-def serve(state_dir: Path, port: int, name: str | None) -> int:
+def serve(state_dir: Path, port: int, name: str | None, *, accept_new_keys: bool = False) -> int:
     if 5555 <= port <= 5585:
         print(f"port {port} is in 5555-5585, which adb servers scan and grab; pick another", file=sys.stderr)
         return 2
@@ -250,7 +255,9 @@ def serve(state_dir: Path, port: int, name: str | None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     phone.start()
-    daemon = AdbDaemon(phone.banner(), phone)
+    auth = Authorizer(phone.state_dir / "adb_keys", user_keys=[user_key_dir() / "adbkey.pub"],
+                      accept_new_keys=accept_new_keys)
+    daemon = AdbDaemon(phone.banner(), phone, auth)
     try:
         bound_port = daemon.bind(port)
         threading.Thread(target=daemon.serve_forever, name="adb-accept", daemon=True).start()
@@ -270,10 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--state-dir", type=Path, required=True)
     serve_cmd.add_argument("--port", type=int, required=True)
     serve_cmd.add_argument("--name", default=None)
+    serve_cmd.add_argument("--accept-new-keys", action="store_true",
+                           help="trust (and keep) the adb key of any host that offers one")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="phone: %(levelname)s %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
-        return serve(args.state_dir, args.port, args.name)
+        return serve(args.state_dir, args.port, args.name, accept_new_keys=args.accept_new_keys)
     return 0
 
 

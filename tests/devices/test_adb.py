@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -96,6 +97,9 @@ def test_server_is_started_when_not_running(phone: Phone, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("TMPDIR", str(tmp_path))
+    (tmp_path / ".android").mkdir()  # the same user's key: the phone only serves keys it trusts
+    for key_file in ("adbkey", "adbkey.pub"):
+        shutil.copy(phone.server.home / ".android" / key_file, tmp_path / ".android" / key_file)
     port = free_port()
     monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(port))
     try:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
-import struct
 import subprocess
 import sys
 import time
@@ -14,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from edgekit.emulator._adb_auth import ADB_AUTH_SIGNATURE, sign_token
+from tests.emulator._adb_peer import A_VERSION_OLD, RawPeer, frame, load_key
 from tests.fixtures.phone import Phone, PhoneFactory
 
 
@@ -184,41 +184,22 @@ def test_battery_files_respond_to_load_and_match_ground_truth(phone: Phone) -> N
 
 
 # -- a raw peer speaking the oldest protocol version (checksums on) --------------------------------
-def _pack(command: bytes, arg0: int, arg1: int, data: bytes) -> bytes:
-    cmd = struct.unpack("<I", command)[0]
-    return struct.pack("<6I", cmd, arg0, arg1, len(data), sum(data) & 0xFFFFFFFF, cmd ^ 0xFFFFFFFF) + data
-
-
-def _read_message(sock: socket.socket) -> tuple[bytes, int, int, bytes, int]:
-    def exact(n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            chunk = sock.recv(n - len(buf))
-            assert chunk, "daemon closed the connection"
-            buf += chunk
-        return buf
-
-    cmd, arg0, arg1, length, check, magic = struct.unpack("<6I", exact(24))
-    assert magic == cmd ^ 0xFFFFFFFF
-    return struct.pack("<I", cmd), arg0, arg1, exact(length), check
-
-
 def test_old_protocol_peer_gets_checksums(phone: Phone) -> None:
-    with socket.create_connection(("127.0.0.1", phone.process.port), timeout=10) as sock:
-        sock.sendall(_pack(b"CNXN", 0x01000000, 4096, b"host::\0"))
-        cmd, version, _, banner, check = _read_message(sock)
-        assert cmd == b"CNXN" and version == 0x01000000
-        assert banner.startswith(b"device::") and b"shell_v2" in banner
-        assert check == sum(banner)
-        sock.sendall(_pack(b"OPEN", 7, 0, b"shell:echo old-peer\0"))
-        cmd, local_id, remote_id, _, _ = _read_message(sock)
-        assert (cmd, remote_id) == (b"OKAY", 7)
+    key = load_key(phone.server.home / ".android" / "adbkey")
+    with RawPeer(phone.process.port, version=A_VERSION_OLD) as peer:
+        token = peer.hello()
+        assert token.command == b"AUTH" and token.check == sum(token.data)
+        peer.send(frame(b"AUTH", ADB_AUTH_SIGNATURE, 0, sign_token(key, token.data)))
+        reply = peer.read()
+        assert reply is not None
+        assert reply.command == b"CNXN" and reply.arg0 == A_VERSION_OLD
+        assert reply.data.startswith(b"device::") and b"shell_v2" in reply.data
+        assert reply.check == sum(reply.data)
+        local_id = peer.open(7, b"shell:echo old-peer")
+        assert local_id
         output = b""
-        while True:
-            cmd, _, _, data, check = _read_message(sock)
-            if cmd == b"CLSE":
-                break
-            assert cmd == b"WRTE" and check == sum(data)
-            output += data
-            sock.sendall(_pack(b"OKAY", 7, local_id, b""))
+        while (message := peer.read()) is not None and message.command != b"CLSE":
+            assert message.command == b"WRTE" and message.check == sum(message.data)
+            output += message.data
+            peer.send(frame(b"OKAY", 7, local_id))
         assert output == b"old-peer\n"
