@@ -312,6 +312,10 @@ def ingest_parsed(
             samples_path.unlink(missing_ok=True)
         if isinstance(exc, duckdb.Error | pa.ArrowException | OverflowError):
             raise IngestError(path, f"the store refused it, nothing was kept ({_first_line(exc)})") from exc
+        if isinstance(exc, OSError):  # the host's disk (full, read-only, gone) while writing the samples
+            why = exc.strerror or _first_line(exc)
+            raise IngestError(path, f"cannot write its samples under '{store.samples_dir}' ({why}); "
+                                    "nothing was kept") from exc  # fmt: skip
         raise
     store.mark_samples_changed()
     failed = sum(1 for r in metrics.runs if not r.ok)
