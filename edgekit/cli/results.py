@@ -21,6 +21,11 @@ _MODEL = typer.Option([], "--model", "-m", help="only this model id (repeatable)
 _RECIPE = typer.Option([], "--recipe", "-r", help="only this recipe (repeatable)")
 
 
+def waiting(line: str) -> None:
+    """Say on stderr that the command waits for the results store (another edgekit process has it)."""
+    typer.echo(line, err=True)
+
+
 def _write_or_print(text: str, out: Path | None) -> None:
     if out is None:
         typer.echo(text, nl=not text.endswith("\n"))
@@ -49,7 +54,7 @@ def ingest_cmd(
     """Store traces in the results database (idempotent: a trace already stored is skipped)."""
     from edgekit.store import Store, ingest_trace
 
-    with Store() as store:
+    with Store(on_wait=waiting) as store:
         for path in traces:
             result = ingest_trace(path, manifest, store=store)
             state = "stored" if result.stored else "already stored"
@@ -78,7 +83,7 @@ def report_cmd(
     from edgekit.store.queries import Filters
 
     check_report_format(fmt, out, runs)
-    with Store() as store:
+    with Store(read_only=True, on_wait=waiting) as store:
         cells = report_cells(store, Filters(devices=device, models=model, recipes=recipe))
         emit_report(cells, fmt, out, store, runs)
 
@@ -133,7 +138,7 @@ def compare_cmd(
     from edgekit.store.queries import Filters
 
     filters = Filters(devices=device, models=model, recipes=recipe)
-    with Store() as store:
+    with Store(read_only=True, on_wait=waiting) as store:
         results = [compare(store, a, b, filters) for b in others]
         if html_out is not None:
             from edgekit.report.pages import compare_page, compared_cells
@@ -159,7 +164,7 @@ def trace_cmd(
     from edgekit.report.perfetto import export_run
     from edgekit.store import Store
 
-    with Store() as store:
+    with Store(read_only=True, on_wait=waiting) as store:
         text = export_run(store, run_id)
     _write_or_print(text, out)
 
