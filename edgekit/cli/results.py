@@ -31,7 +31,7 @@ def _write_or_print(text: str, out: Path | None) -> None:
         typer.echo(text, nl=not text.endswith("\n"))
         return
     _write_file(text, out)
-    console.print(f"wrote {out}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {out}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _write_file(text: str, out: Path) -> None:
@@ -62,6 +62,7 @@ def ingest_cmd(
             console.print(
                 f"{path}: {state} as trace {result.trace_id[:12]} ({len(result.run_ids)} runs{failed}; "
                 f"device {result.device_id}, artifact {result.artifact_sha256[:12]})",
+                markup=False,  # paths and device names are text: '[x]' in them is not a style
                 highlight=False,
                 soft_wrap=True,
             )
@@ -147,7 +148,7 @@ def compare_cmd(
             timelines, note = report_timelines(store, compared_cells(results), [])
             _write_file(compare_page(results, timelines, note), html_out)
     if html_out is not None and not as_json:  # JSON on stdout stays parseable
-        console.print(f"wrote {html_out}", highlight=False, soft_wrap=True)
+        console.print(f"wrote {html_out}", markup=False, highlight=False, soft_wrap=True)
     if as_json:
         typer.echo(results[0].to_json() if len(results) == 1 else "[" + ",".join(r.to_json() for r in results) + "]")
     elif len(results) == 1:

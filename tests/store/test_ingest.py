@@ -184,3 +184,10 @@ def test_cli_ingest_bad_inputs_are_one_line_exit_2(edgekit_home, tmp_path):
         assert table_counts(store) == {"devices": 0, "artifacts": 0, "traces": 0, "runs": 0}
     ok = edgekit("ingest", str(lonely), "--manifest", str(tmp_path / "art2"))
     assert ok.returncode == 0 and "stored as trace" in ok.stdout, ok.stderr
+
+
+def test_cli_ingest_prints_paths_as_text_not_markup(edgekit_home, tmp_path):
+    trace_path, _, _ = make_profile(tmp_path, "run-[/x]-[host]", ProfileSpec(runs=1), ArtifactSpec())
+    proc = edgekit("ingest", str(trace_path))
+    assert proc.returncode == 0, proc.stderr
+    assert f"{trace_path}: stored as trace" in proc.stdout

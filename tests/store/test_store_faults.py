@@ -141,10 +141,10 @@ def test_a_store_that_stays_busy_is_one_line_naming_the_wait(edgekit_home, tmp_p
 def test_study_holds_the_store_only_while_it_writes(edgekit_home, tmp_path, monkeypatch):
     """Between its tests (the protocol's 10 s gap) a study leaves the store to others."""
     monkeypatch.setenv("EDGEKIT_STORE_WAIT_S", "0")
-    study = _cli("study", "--models", str(tmp_path / "no-such-model"), "--devices", "a,b", "--no-reference",
-                 "--format", "json")  # fmt: skip
+    model = str(tmp_path / "no-such-[/x]-[host]-model")  # printed as text, not as markup
+    study = _cli("study", "--models", model, "--devices", "a,b", "--no-reference", "--format", "json")
     try:
-        _await_line(study, "stdout", "on a: failed")
+        _await_line(study, "stdout", f"{model} (gguf-q4_k_m) on a: failed")
         with Store() as store:  # a writer gets it at once
             assert table_counts(store)["traces"] == 0
     finally:
