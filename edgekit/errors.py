@@ -296,11 +296,14 @@ class StoreBusy(StoreError):
 
     retryable = True
 
-    def __init__(self, db_path: Path, detail: str) -> None:
+    def __init__(self, db_path: Path, detail: str, waited_s: float = 0.0) -> None:
         self.db_path = db_path
         self.detail = detail
+        self.waited_s = waited_s
+        waited = f"still after waiting {waited_s:g} s (EDGEKIT_STORE_WAIT_S)" if waited_s else "now"
         super().__init__(
-            f"the results database '{db_path}' is in use by another edgekit process; wait for it to finish ({detail})"
+            f"the results database '{db_path}' is in use by another edgekit process {waited}; "
+            f"try again when it has finished ({detail})"
         )
 
 

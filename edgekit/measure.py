@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgekit.errors import StoreBusy
 from edgekit.profile.run import ProfileRequest, ProfileResult, profile
 from edgekit.store.db import Store
 from edgekit.store.ingest import AlsoWrite, IngestResult, ingest_parsed
@@ -39,6 +40,13 @@ def profile_and_store(
     python: str | None = None,
     store: Store | None = None,
 ) -> StoredProfile:
-    """Profile ``request`` on the inventory device ``device_name`` and store the run."""
+    """Profile ``request`` on the inventory device ``device_name`` and store the run. The store is opened
+    for the store step only (waiting for another process that has it); if it stays busy the error says
+    where the trace is kept and how to store it later."""
     result = profile(request, device_name, inventory=inventory, python=python)
-    return StoredProfile(result, store_result(result, store=store))
+    try:
+        return StoredProfile(result, store_result(result, store=store))
+    except StoreBusy as exc:
+        later = f"edgekit ingest {result.trace.path} --manifest {request.artifact_dir}"
+        detail = f"{exc.detail}; the run's trace is kept: `{later}` stores it"
+        raise StoreBusy(exc.db_path, detail, exc.waited_s) from exc

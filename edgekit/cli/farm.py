@@ -89,7 +89,7 @@ def status_cmd(
     from edgekit.store.farm import farm_cells, farm_names
 
     farm = _farm_name(farm_file, name)
-    with Store() as store:
+    with Store(read_only=True) as store:  # reads only: shared with other readers
         if farm is not None and farm_file is None and farm not in farm_names(store):
             from edgekit.errors import UnknownName
 
@@ -126,7 +126,7 @@ def report_cmd(
 
     check_report_format(fmt, out)
     farm = load_farm(farm_file)
-    with Store() as store:
+    with Store(read_only=True) as store:  # reads only: shared with other readers
         traces = {r["trace_id"] for r in farm_cells(store, farm.name) if r["status"] == "ok"}
         if not traces:
             raise StoreError(f"farm '{farm.name}' has no finished cell in the store; run it first")

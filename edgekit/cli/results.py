@@ -21,12 +21,17 @@ _MODEL = typer.Option([], "--model", "-m", help="only this model id (repeatable)
 _RECIPE = typer.Option([], "--recipe", "-r", help="only this recipe (repeatable)")
 
 
+def waiting(line: str) -> None:
+    """Say on stderr that the command waits for the results store (another edgekit process has it)."""
+    typer.echo(line, err=True)
+
+
 def _write_or_print(text: str, out: Path | None) -> None:
     if out is None:
         typer.echo(text, nl=not text.endswith("\n"))
         return
     _write_file(text, out)
-    console.print(f"wrote {out}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {out}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _write_file(text: str, out: Path) -> None:
@@ -49,7 +54,7 @@ def ingest_cmd(
     """Store traces in the results database (idempotent: a trace already stored is skipped)."""
     from edgekit.store import Store, ingest_trace
 
-    with Store() as store:
+    with Store(on_wait=waiting) as store:
         for path in traces:
             result = ingest_trace(path, manifest, store=store)
             state = "stored" if result.stored else "already stored"
@@ -57,6 +62,7 @@ def ingest_cmd(
             console.print(
                 f"{path}: {state} as trace {result.trace_id[:12]} ({len(result.run_ids)} runs{failed}; "
                 f"device {result.device_id}, artifact {result.artifact_sha256[:12]})",
+                markup=False,  # paths and device names are text: '[x]' in them is not a style
                 highlight=False,
                 soft_wrap=True,
             )
@@ -78,7 +84,7 @@ def report_cmd(
     from edgekit.store.queries import Filters
 
     check_report_format(fmt, out, runs)
-    with Store() as store:
+    with Store(read_only=True, on_wait=waiting) as store:
         cells = report_cells(store, Filters(devices=device, models=model, recipes=recipe))
         emit_report(cells, fmt, out, store, runs)
 
@@ -133,7 +139,7 @@ def compare_cmd(
     from edgekit.store.queries import Filters
 
     filters = Filters(devices=device, models=model, recipes=recipe)
-    with Store() as store:
+    with Store(read_only=True, on_wait=waiting) as store:
         results = [compare(store, a, b, filters) for b in others]
         if html_out is not None:
             from edgekit.report.pages import compare_page, compared_cells
@@ -142,7 +148,7 @@ def compare_cmd(
             timelines, note = report_timelines(store, compared_cells(results), [])
             _write_file(compare_page(results, timelines, note), html_out)
     if html_out is not None and not as_json:  # JSON on stdout stays parseable
-        console.print(f"wrote {html_out}", highlight=False, soft_wrap=True)
+        console.print(f"wrote {html_out}", markup=False, highlight=False, soft_wrap=True)
     if as_json:
         typer.echo(results[0].to_json() if len(results) == 1 else "[" + ",".join(r.to_json() for r in results) + "]")
     elif len(results) == 1:
@@ -159,7 +165,7 @@ def trace_cmd(
     from edgekit.report.perfetto import export_run
     from edgekit.store import Store
 
-    with Store() as store:
+    with Store(read_only=True, on_wait=waiting) as store:
         text = export_run(store, run_id)
     _write_or_print(text, out)
 

@@ -46,6 +46,7 @@ def study_cmd(
     out: Path | None = typer.Option(None, "--out", "-o", help="write the table (or the HTML page) to this file"),
 ) -> None:
     """Run PROTOCOL for every model on every device, then print its table."""
+    from edgekit.cli.results import waiting
     from edgekit.errors import StoreError
     from edgekit.report.study import (
         STUDY_FORMATS,
@@ -73,13 +74,13 @@ def study_cmd(
     recipes = [recipe or spec.recipes[0], *_split(extra)]
 
     def show(test: StudyTest) -> None:
-        state = f"[red]failed[/red]: {escape(test.error)}" if test.error else f"stored {test.trace_path}"
-        console.print(f"{test.model} ({test.recipe}) on {test.device}: {state}", highlight=False, soft_wrap=True)
+        state = f"[red]failed[/red]: {escape(test.error)}" if test.error else f"stored {escape(str(test.trace_path))}"
+        console.print(f"{escape(test.model)} ({escape(test.recipe)}) on {escape(test.device)}: {state}",
+                      highlight=False, soft_wrap=True)
 
-    with Store() as store:
-        if not no_run:
-            run_protocol(spec, model_list, device_list, recipes, store, inventory=inventory, python=python,
-                         on_test=show)  # fmt: skip
+    if not no_run:  # each test opens the store for its own write only, so others can use it in between
+        run_protocol(spec, model_list, device_list, recipes, None, inventory=inventory, python=python, on_test=show)
+    with Store(read_only=True, on_wait=waiting) as store:
         rows = measured_rows(store, spec, model_list, device_list) + references
         page = study_html(store, spec, rows, model_list, device_list) if fmt == "html" else ""
     if fmt == "table" and out is None and console.is_terminal:
@@ -90,7 +91,7 @@ def study_cmd(
         typer.echo(text, nl=False)
     else:
         out.write_text(text, encoding="utf-8")
-        console.print(f"wrote {out}", highlight=False, soft_wrap=True)
+        console.print(f"wrote {out}", markup=False, highlight=False, soft_wrap=True)
 
 
 def study_html(store: Store, spec: Protocol, rows: list[StudyRow], models: list[str], devices: list[str]) -> str:

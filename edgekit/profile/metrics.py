@@ -29,6 +29,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from edgekit.errors import TraceError
 from edgekit.manifest import Manifest
 from edgekit.profile.trace import Trace
 
@@ -328,11 +329,24 @@ def _baseline_rss_kb(trace: Trace) -> int | None:
 
 
 def compute_metrics(trace: Trace, manifest: Manifest) -> ProfileMetrics:
+    """Every metric of a validated trace. A trace the validation let through but that still cannot be
+    computed is a ``TraceError`` naming the failure, never a raw exception: a farm records it and goes on."""
+    try:
+        return _compute(trace, manifest)
+    except TraceError:
+        raise
+    except (ArithmeticError, LookupError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+        raise TraceError(trace.path, f"metrics cannot be computed ({type(exc).__name__}: {exc})") from exc
+
+
+def _compute(trace: Trace, manifest: Manifest) -> ProfileMetrics:
     w = trace.workload
     measured: dict[int, list[dict[str, Any]]] = {}
     for event in trace.events:
         if event["run"] >= 0 and not event.get("warmup", False):
             measured.setdefault(event["run"], []).append(event)
+    if not measured:
+        raise TraceError(trace.path, "it records no measured repetition (no event with run >= 0)")
     points = power_points(trace.samples)
     idle_w = _idle_power_w(trace, points)
     runs = [_run_metrics(trace, run, events, idle_w, points) for run, events in sorted(measured.items())]

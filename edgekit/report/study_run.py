@@ -49,14 +49,14 @@ def run_protocol(
     models: list[str],
     devices: list[str],
     recipes: list[str],
-    store: Store,
+    store: Store | None,
     *,
     inventory: str | Path | None = None,
     python: str | None = None,
     on_test: Callable[[StudyTest], None] | None = None,
 ) -> list[StudyTest]:
     """Every model with every recipe (the protocol's engine first) on every device; a failed test is reported
-    and the study goes on."""
+    and the study goes on. ``store`` None: each test opens the store for its write only."""
     unknown = [r for r in recipes if r not in protocol.recipes]
     if unknown:
         raise StudyError(f"protocol '{protocol.name}' uses {', '.join(protocol.recipes)}; got recipe '{unknown[0]}'")
@@ -67,7 +67,7 @@ def run_protocol(
     return tests
 
 
-def _profile_everywhere(protocol: Protocol, model: str, recipe: str, devices: list[str], store: Store,
+def _profile_everywhere(protocol: Protocol, model: str, recipe: str, devices: list[str], store: Store | None,
                         tests: list[StudyTest], inventory: str | Path | None, python: str | None,
                         on_test: Callable[[StudyTest], None] | None) -> None:  # fmt: skip
     artifact: Path | None = None

@@ -231,13 +231,6 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any
         con.unregister("_edgekit_batch")
 
 
-def _metrics(trace: Trace, manifest: Manifest) -> ProfileMetrics:
-    try:
-        return compute_metrics(trace, manifest)
-    except (KeyError, StopIteration, TypeError, ValueError, ZeroDivisionError) as exc:
-        raise IngestError(trace.path, f"metrics could not be computed ({type(exc).__name__}: {exc})") from exc
-
-
 def ingest_trace(
     trace_path: Path | str,
     manifest: Manifest | Path | str | None = None,
@@ -291,7 +284,7 @@ def ingest_parsed(
         return stored
     device_id = trace.header["device"].get("name") or "unknown"
     sha, resolved, known = _resolve_manifest(store, trace, manifest)
-    metrics = metrics or _metrics(trace, resolved)
+    metrics = metrics or compute_metrics(trace, resolved)
     samples_path = store.samples_path(trace_id) if trace.samples else None
     runs = _run_rows(trace_id, trace, sha, metrics)
     trace_row = _trace_row(trace_id, path, trace, sha, metrics, samples_path.name if samples_path else None)
@@ -319,6 +312,10 @@ def ingest_parsed(
             samples_path.unlink(missing_ok=True)
         if isinstance(exc, duckdb.Error | pa.ArrowException | OverflowError):
             raise IngestError(path, f"the store refused it, nothing was kept ({_first_line(exc)})") from exc
+        if isinstance(exc, OSError):  # the host's disk (full, read-only, gone) while writing the samples
+            why = exc.strerror or _first_line(exc)
+            raise IngestError(path, f"cannot write its samples under '{store.samples_dir}' ({why}); "
+                                    "nothing was kept") from exc  # fmt: skip
         raise
     store.mark_samples_changed()
     failed = sum(1 for r in metrics.runs if not r.ok)

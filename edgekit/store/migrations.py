@@ -152,6 +152,18 @@ def applied(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [row[0] for row in con.execute("SELECT name FROM migrations ORDER BY applied_at, name").fetchall()]
 
 
+def pending(con: duckdb.DuckDBPyConnection, migrations: list[tuple[str, Migration]] | None = None) -> list[str]:
+    """The migrations not yet applied, read without writing (a read-only connection can ask)."""
+    names = [name for name, _ in (MIGRATIONS if migrations is None else migrations)]
+    has_table = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'migrations'"
+    ).fetchone()
+    if not has_table or not has_table[0]:
+        return names
+    done = {row[0] for row in con.execute("SELECT name FROM migrations").fetchall()}
+    return [name for name in names if name not in done]
+
+
 def migrate(con: duckdb.DuckDBPyConnection, migrations: list[tuple[str, Migration]] | None = None) -> list[str]:
     """Apply every migration not yet recorded, each in its own transaction; returns the names applied."""
     done = set(applied(con))

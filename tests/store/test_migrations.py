@@ -77,3 +77,21 @@ def test_artifacts_stored_before_the_quality_columns_get_them_from_their_manifes
     parity = manifest.parity
     assert stored == pytest.approx((parity.ppl_ratio, *parity.ppl_ratio_ci, parity.kl_mean, *parity.kl_ci))
     assert stored[3] == pytest.approx(0.04) and stored[1] < 1.03 < stored[2]
+
+
+def test_a_read_only_open_migrates_first_then_only_reads(edgekit_home):
+    """A reader finds a fresh home, then a schema a migration behind: both are brought up to date by a short write
+    first; the connection it keeps cannot write."""
+    with Store(read_only=True) as store:
+        assert store.applied_now == [name for name, _ in MIGRATIONS]
+
+    def m999_add_notes(con: duckdb.DuckDBPyConnection) -> None:
+        con.execute("ALTER TABLE runs ADD COLUMN note VARCHAR")
+
+    with Store(migrations=[*MIGRATIONS, ("m999_add_notes", m999_add_notes)], read_only=True) as store:
+        assert store.applied_now == ["m999_add_notes"]
+        assert "note" in {r[0] for r in store.con.execute("DESCRIBE runs").fetchall()}
+        with pytest.raises(duckdb.Error, match="read-only"):
+            store.con.execute("DELETE FROM runs")
+    with Store(read_only=True) as store:
+        assert store.applied_now == []
