@@ -47,6 +47,7 @@ from edgekit.farm.ray_node import (
     is_loopback,
 )
 from edgekit.inventory import DeviceEntry
+from edgekit.manifest import plain_name
 
 CONNECT_TIMEOUT_S = 60.0
 RESOURCE_WAIT_S = 60.0  # how long a job waits for its device's node to be (back) in the cluster
@@ -142,16 +143,32 @@ def _pack(directory: Path) -> bytes:
     return buffer.getvalue()
 
 
+def _node_name(value: object, what: str) -> str:
+    """A name a node sent back, checked to be a plain name before it becomes a path on the driver: a
+    node is another host, and '..' or '/x' there would make the driver delete and rename outside its
+    traces folder."""
+    try:
+        return plain_name(value if isinstance(value, str) else "")
+    except ValueError:
+        raise RayNodeError(f"a node sent back {what} {value!r}: it must be a plain name (no '/', not '..')") \
+            from None
+
+
 def _write_trace(traces_root: Path, name: str, files: dict[str, bytes]) -> Path:
-    """Write a returned trace dir atomically: a temp dir beside the target, then one rename."""
+    """Write a returned trace dir atomically: a temp dir beside the target, then one rename. Every name
+    in it comes from a node, so each is checked first (``_node_name``): nothing is written otherwise."""
+    name = _node_name(name, "the trace name")
+    if not isinstance(files, dict):
+        raise RayNodeError(f"a node sent back trace files as {type(files).__name__}, not a mapping")
+    for rel in files:
+        for part in str(rel).split("/"):
+            _node_name(part, f"the trace file path {rel!r} with the part")
     traces_root.mkdir(parents=True, exist_ok=True)
     target = traces_root / name
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=traces_root))
     try:
         for rel, data in files.items():
             path = tmp / rel
-            if ".." in Path(rel).parts or Path(rel).is_absolute():
-                raise RayNodeError(f"trace file path {rel!r} from a node leaves the trace dir")
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
         if target.exists():
@@ -339,7 +356,10 @@ class RayBackend:
             self.placements.append((job.device, str(result.get("node_id"))))
         trace_dir = None
         if result.get("trace_name"):
-            trace_dir = _write_trace(self._traces_root, str(result["trace_name"]), result.get("files", {}))
+            try:
+                trace_dir = _write_trace(self._traces_root, result["trace_name"], result.get("files", {}))
+            except RayNodeError as exc:  # the node's answer is malformed: the same node would send it again
+                return JobOutcome("permanent", str(exc), None, time.monotonic() - started)
         return JobOutcome(result["status"], result.get("reason"), trace_dir, float(result["seconds"]))
 
     def close(self) -> None:
