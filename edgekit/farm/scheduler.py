@@ -340,7 +340,7 @@ def run_farm(farm: Farm, backend: Backend | None = None, *, console: Console | N
 
     started = time.monotonic()
     backend = backend or LocalBackend()
-    console = console or Console()
+    console = console or Console(markup=False, highlight=False)  # names and reasons are text
     stop = stop or threading.Event()
     entries = select_devices(farm, backend.devices())
     cells = expand(farm, entries)
