@@ -36,7 +36,7 @@ class Job:
     """One attempt at one cell of the matrix, everything the device's host needs to run it."""
 
     farm: str  # farm name from farm.yaml
-    cell_key: str  # stable content key of (model, recipe, device, workload name, workload dict)
+    cell_key: str  # stable content key of (model, recipe name and content, device, workload name, workload)
     model: str
     recipe: str
     device: str  # inventory device name
