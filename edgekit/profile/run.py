@@ -208,21 +208,25 @@ def profile(
     *,
     inventory: str | Path | None = None,
     python: str | None = None,
+    lock_wait_s: float = 0.0,
 ) -> ProfileResult:
-    """Profile on the inventory device ``device_name`` (``local`` when None)."""
+    """Profile on the inventory device ``device_name`` (``local`` when None), holding the device's lock so a
+    farm or another edgekit on this host never measures beside this run (``DeviceBusy`` when one does)."""
     from edgekit import inventory as inv
+    from edgekit.devices.lock import device_lock
 
     entry = inv.get(device_name, inventory)
-    device = inv.connect(entry)
-    try:
-        return profile_on(
-            device,
-            request,
-            workdir=entry.resolved_workdir(),
-            python=python or entry.python or default_python(entry.origin),
-            device_class=entry.tags.device_class,
-            reopen=lambda: inv.connect(entry),
-        )
-    finally:
-        with contextlib.suppress(EdgekitError):
-            device.close()
+    with device_lock(entry.name, wait_s=lock_wait_s):
+        device = inv.connect(entry)
+        try:
+            return profile_on(
+                device,
+                request,
+                workdir=entry.resolved_workdir(),
+                python=python or entry.python or default_python(entry.origin),
+                device_class=entry.tags.device_class,
+                reopen=lambda: inv.connect(entry),
+            )
+        finally:
+            with contextlib.suppress(EdgekitError):
+                device.close()
