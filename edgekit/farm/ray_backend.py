@@ -53,6 +53,7 @@ CONNECT_TIMEOUT_S = 60.0
 RESOURCE_WAIT_S = 60.0  # how long a job waits for its device's node to be (back) in the cluster
 JOB_TIMEOUT_S = 3600.0  # a bound on one job's task, whatever the profile's own timeouts say
 POLL_S = 0.5
+STOP_WAIT_S = 60.0  # how long a cancelled job's clean-up on its node may take
 _NODES_TTL_S = 1.0
 _ARTIFACT_CACHE = "farm-artifacts"
 
@@ -129,6 +130,14 @@ def node_job(job: Job, box: list[Any]) -> dict[str, Any]:
         result["trace_name"] = outcome.trace_dir.name
         result["files"] = _read_tree(outcome.trace_dir)
     return result
+
+
+def node_stop_job(job: Job) -> list[str]:
+    """On the device's node: kill what a cancelled job left running on the device (Ray's cancel kills the
+    worker process, not the agent it started on the device); what survived."""
+    from edgekit.farm.job import stop_job
+
+    return stop_job(job, _node_entry(job.device))
 
 
 # ---- the driver side ----
@@ -209,6 +218,7 @@ class RayBackend:
         self._ray = import_ray(loopback=is_loopback(address))
         self._connect(connect_timeout_s)
         self._remote = self._ray.remote(num_cpus=0, max_retries=0, retry_exceptions=False)(node_job)
+        self._remote_stop = self._ray.remote(num_cpus=0, max_retries=0, retry_exceptions=False)(node_stop_job)
         self._artifacts: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._put_lock = threading.Lock()
@@ -337,8 +347,23 @@ class RayBackend:
             if problem:
                 with contextlib.suppress(Exception):
                     self._ray.cancel(ref, force=True)
+                self._stop_on_node(job, resource)
                 return outcome("transient", problem)
         return self._collect(job, ref, started)
+
+    def _stop_on_node(self, job: Job, resource: str) -> None:
+        """After a cancel: kill the job's agent on the device from its node, bounded (a node that left the
+        cluster cannot; the device's next job clears what is left)."""
+        if not self._has_resource(resource):
+            return
+        ref = self._remote_stop.options(resources={resource: 1.0}).remote(job)
+        ready, _ = self._ray.wait([ref], timeout=STOP_WAIT_S)
+        if not ready:
+            with contextlib.suppress(Exception):
+                self._ray.cancel(ref, force=True)
+
+    def abandon(self, job: Job) -> None:
+        """Nothing here: closing the backend cancels the job's task and stops its agent (``_stop_on_node``)."""
 
     def _collect(self, job: Job, ref: Any, started: float) -> JobOutcome:
         exceptions = self._ray.exceptions
