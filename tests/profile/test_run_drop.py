@@ -20,7 +20,8 @@ from tests.fixtures.board import BoardFactory
 from tests.profile.conftest import DEVICE_PYTHON, board_device, make_request
 
 BOARD_WORKDIR = "/home/edgekit"
-WORKLOAD = {"prompt_len": 8, "gen_len": 64, "runs": 30, "warmup": 1, "threads": 1, "sample_ms": 20,
+# Long enough (seconds) that the lost attempt's agent, left alone, is still running when the retry starts.
+WORKLOAD = {"prompt_len": 8, "gen_len": 64, "runs": 120, "warmup": 1, "threads": 1, "sample_ms": 20,
             "baseline_s": 0.2, "cooldown_s": 0.0, "runner": "python", "timeout_s": 240.0}
 
 
