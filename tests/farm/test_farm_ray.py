@@ -1,7 +1,8 @@
 """The farm across a real two-node Ray cluster on 127.0.0.1, each node with its own emulated phone and
 board: the Done-when matrix through ``edgekit farm run --ray``, a worker node killed mid-farm (it
-returns, or it does not), and a job Ray cancels that must not leave its agent on the board. The driver's store is a real DuckDB file in the test's EDGEKIT_HOME; the nodes
-have homes of their own, so a trace found in a node's home was made on that node."""
+returns, or it does not), and a job Ray cancels that must not leave its agent on the board. The driver's
+store is a real DuckDB file in the test's EDGEKIT_HOME; the nodes have homes of their own, so a trace
+found in a node's home was made on that node."""
 
 from __future__ import annotations
 
