@@ -138,21 +138,22 @@ missing_library() {
 # -- device facts ---------------------------------------------------------------------------------------
 prop() { _p=$(getprop "$1" 2>/dev/null); echo "${_p:-$2}"; }
 BATT=/sys/class/power_supply/battery
-count_cpus() {
+count_cpus() {  # "0-7" (or "0") in cpu/present; anything else (a list, garbage): count the cpu directories
   _r=$(first_line /sys/devices/system/cpu/present)
-  case "$_r" in
-    *-*) echo $(( ${_r#*-} - ${_r%-*} + 1 )) ;;
-    '') _n=0; for _c in /sys/devices/system/cpu/cpu[0-9]*; do [ -d "$_c" ] && _n=$((_n + 1)); done; echo "$_n" ;;
-    *) echo 1 ;;
-  esac
+  _lo=${_r%%-*}; _hi=${_r#*-}
+  if is_uint "$_lo" && is_uint "$_hi"; then echo $((_hi - _lo + 1)); return; fi
+  _n=0; for _c in /sys/devices/system/cpu/cpu[0-9]*; do [ -d "$_c" ] && _n=$((_n + 1)); done; echo "$_n"
 }
 json_num() { is_uint "${1#-}" && [ -n "$1" ] && echo "$1" || echo null; }
+# The same check without a fork, for the sampling loop: sets $_n to $1 when it is an integer, else null.
+# Every number a sample writes is read from sysfs or /proc, which a kernel or vendor may fill with anything.
+num() { case "${1#-}" in ''|*[!0-9]*) _n=null ;; *) _n=$1 ;; esac; }
 
 if [ -n "$DEVICE_JSON" ] && [ -r "$DEVICE_JSON" ]; then
   DEVICE=$(tr -d '\n' < "$DEVICE_JSON")
 else
   ram_kb=null
-  while read -r _k _v _u; do [ "$_k" = "MemTotal:" ] && ram_kb=$_v && break; done < /proc/meminfo
+  while read -r _k _v _u; do [ "$_k" = "MemTotal:" ] && is_uint "$_v" && ram_kb=$_v && break; done < /proc/meminfo
   status=$(first_line "$BATT/status")
   case "$status" in Charging|Full) charging=true ;; Discharging|"Not charging") charging=false ;; *) charging=null ;; esac
   temp=$(first_line "$BATT/temp")   # tenths of a degree C
@@ -209,23 +210,25 @@ sample() {
     _pss_due=$((_pss_due - 1))
     if [ "$_pss_due" -le 0 ] || [ "$rss" -lt "$PSS_CHEAP_KB" ]; then
       _pss_due=$PSS_EVERY
-      while read -r _k _v _u; do [ "$_k" = "VmHWM:" ] && hwm=$_v && break; done 2>/dev/null < "/proc/$1/status"
+      while read -r _k _v _u; do [ "$_k" = "VmHWM:" ] && is_uint "$_v" && hwm=$_v && break; done 2>/dev/null < "/proc/$1/status"
       if [ -r "/proc/$1/smaps_rollup" ]; then
-        while read -r _k _v _u; do [ "$_k" = "Pss:" ] && pss=$_v && break; done 2>/dev/null < "/proc/$1/smaps_rollup"
+        while read -r _k _v _u; do [ "$_k" = "Pss:" ] && is_uint "$_v" && pss=$_v && break; done 2>/dev/null < "/proc/$1/smaps_rollup"
       fi
     fi
   fi
   freqs=
-  for _f in $FREQ_FILES; do read -r _v 2>/dev/null < "$_f" || _v=null; freqs="$freqs${freqs:+,}${_v:-null}"; done
+  for _f in $FREQ_FILES; do read -r _v 2>/dev/null < "$_f" || _v=; num "$_v"; freqs="$freqs${freqs:+,}$_n"; done
   thermal=
   for _z in $THERMAL_ZONES; do
-    read -r _v 2>/dev/null < "${_z#*=}" || _v=null
-    thermal="$thermal${thermal:+,}\"${_z%%=*}\":${_v:-null}"
+    read -r _v 2>/dev/null < "${_z#*=}" || _v=
+    num "$_v"; thermal="$thermal${thermal:+,}\"${_z%%=*}\":$_n"
   done
   power=null volt=null cur=null
   if [ "$POWER_SOURCE" != null ]; then
-    read -r volt 2>/dev/null < "$BATT/voltage_now" || volt=null
-    read -r cur 2>/dev/null < "$BATT/current_now" || cur=null
+    read -r volt 2>/dev/null < "$BATT/voltage_now" || volt=
+    num "$volt"; volt=$_n
+    read -r cur 2>/dev/null < "$BATT/current_now" || cur=
+    num "$cur"; cur=$_n
     if is_uint "$volt" && is_uint "${cur#-}"; then
       # mV x uA / 1000 = uW, split so every product fits 32 bits
       _mv=$((volt / 1000)); _c=$((cur * CURRENT_SIGN)); _neg=

@@ -9,9 +9,8 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
+from edgekit.cli.output import joined, plain_console
 from edgekit.errors import EdgekitError
 
 app = typer.Typer(
@@ -22,7 +21,7 @@ app = typer.Typer(
     add_completion=False,
 )
 _state = {"debug": False}
-err_console = Console(stderr=True)
+err_console = plain_console(stderr=True)
 
 
 @app.callback()
@@ -58,10 +57,10 @@ def main(argv: list[str] | None = None) -> None:
         if _state["debug"]:
             raise
         # The message is text, not markup: "[/x]" or "[host]" in it must print as they are.
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        err_console.print(joined(("error:", "red"), " ", str(exc)), soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/yellow]")
+        err_console.print(joined(("interrupted", "yellow")))
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

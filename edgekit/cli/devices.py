@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from edgekit import inventory
+from edgekit.cli.output import joined, plain_console
 from edgekit.devices import adb_server
 from edgekit.devices.base import DeviceInfo
 from edgekit.errors import EdgekitError, UnknownName
 
-console = Console()
+console = plain_console()
 
 
 def _entries(inventory_file: Path | None) -> list[inventory.DeviceEntry]:
@@ -93,7 +93,7 @@ def _table(rows: list[dict[str, Any]]) -> Table:
         battery = _fmt(row["battery_pct"], "{:.0f}%")
         if row["charging"]:
             battery += " (charging)"
-        reachable = "yes" if row["reachable"] else f"[red]no[/red] {row.get('error') or ''}"
+        reachable = "yes" if row["reachable"] else joined(("no", "red"), f" {row.get('error') or ''}")
         table.add_row(
             row["name"], row["transport"], _fmt(row["model"]), _fmt(row["soc"]), _fmt(row["cores"]),
             _fmt(row["abi"]), _fmt(row["ram_bytes"] and row["ram_bytes"] / 2**30, "{:.1f} GiB"),

@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from edgekit.cli.output import plain_console
 from edgekit.emulator import manager
 from edgekit.errors import EmulatorError
 
-console = Console()
+console = plain_console()
 emulator_app = typer.Typer(help="Run emulated phones and boards on this host.", no_args_is_help=True)
 
 

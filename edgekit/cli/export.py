@@ -6,16 +6,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from edgekit.cli.output import joined, plain_console, styled
 from edgekit.cli.progress import cli_steps
 
 if TYPE_CHECKING:
     from edgekit.manifest import Manifest
 
-console = Console()
+console = plain_console()
 
 
 def export_cmd(
@@ -35,7 +35,7 @@ def export_cmd(
     with cli_steps() as steps:
         result = export(model, resolved, out, use_cache=not no_cache, progress=steps)
     console.print(manifest_table(result.manifest))
-    console.print(f"[green]gate passed[/green]: {result.out_dir}" + (" (from cache)" if result.cached else ""))
+    console.print(joined(("gate passed", "green"), f": {result.out_dir}" + (" (from cache)" if result.cached else "")))
 
 
 def recipes_cmd() -> None:
@@ -72,12 +72,12 @@ def _mb(n: int) -> str:
 
 def manifest_table(m: Manifest) -> Table:
     """The facts of one manifest as a two-column table."""
-    table = Table(title=f"{m.model_id} · {m.recipe_name}", show_header=False, box=None)
+    table = Table(title=Text(f"{m.model_id} · {m.recipe_name}"), show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
     q, p, gate, kv = m.quantization, m.parity, m.gate, m.kv_cache
-    rows = [
-        ("status", "[green]passed[/green]" if gate.passed else "[red]failed: " + escape("; ".join(gate.failures))),
+    rows: list[tuple[str, str | Text]] = [
+        ("status", styled("passed", "green") if gate.passed else styled("failed: " + "; ".join(gate.failures), "red")),
         ("architecture", f"{m.model.architecture} · {m.model.parameters / 1e6:.1f}M params"),
         ("source sha256", m.model.source_sha256[:16] + "…"),
         ("target", f"{m.target} ({m.runtime}) · {m.artifact}"),

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import psutil
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from edgekit.cli.output import plain_console, styled
 from edgekit.errors import EdgekitError, RayMissing
 
-console = Console()
+console = plain_console()
 farm_app = typer.Typer(help="Run a matrix of models x recipes x devices x workloads (a farm).",
                        no_args_is_help=True)
 
@@ -62,7 +62,7 @@ def run_cmd(
     if len(result.failures) > 20:
         console.print(f"  ... and {len(result.failures) - 20} more (edgekit farm status)", highlight=False)
     style = "green" if result.exit_code == 0 else "yellow" if result.interrupted else "red"
-    console.print(f"[{style}]{result.summary()}[/{style}]", highlight=False, soft_wrap=True)
+    console.print(styled(result.summary(), style), soft_wrap=True)
     if result.exit_code:
         # SystemExit, not typer.Exit: the CLI runs typer non-standalone, which would swallow the code.
         sys.exit(result.exit_code)
@@ -103,7 +103,7 @@ def status_cmd(
     for row in rows:
         style = "green" if row["status"] == "ok" else "red"
         table.add_row(row["farm"], row["model"], row["recipe"], row["device"], row["workload"],
-                      f"[{style}]{row['status']}[/{style}]", str(row["attempts"]), row["reason"] or "")
+                      styled(row["status"], style), str(row["attempts"]), row["reason"] or "")
     console.print(table)
     ok = sum(1 for r in rows if r["status"] == "ok")
     console.print(f"{ok} ok, {len(rows) - ok} failed of {len(rows)} stored cell(s)", highlight=False)

@@ -12,17 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from edgekit.cli.output import joined, plain_console
 from edgekit.cli.progress import cli_steps
 from edgekit.measure import StoredProfile, profile_and_store
 from edgekit.profile.metrics import METRICS
 from edgekit.profile.run import ProfileRequest, ProfileResult
 from edgekit.workload import Workload
 
-console = Console()
+console = plain_console()
 
 
 def _fmt(value: float | None, spec: str, unit: str = "") -> str:
@@ -36,12 +36,12 @@ def _cv(value: float | None) -> str:
 def result_table(result: ProfileResult) -> Table:
     m = result.metrics
     ok, total = len(m.ok_runs), len(m.runs)
-    table = Table(title=f"{result.manifest.model_id} · {result.manifest.recipe_name} on {result.device}",
+    table = Table(title=Text(f"{result.manifest.model_id} · {result.manifest.recipe_name} on {result.device}"),
                   show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
     mem = m.memory
-    rows: list[tuple[str, str]] = [
+    rows: list[tuple[str, str | Text]] = [
         ("workload", f"prompt {m.prompt_len} · generate {m.gen_len} · {m.threads} threads · "
                      f"{ok}/{total} runs ok · runner {result.trace.header['runner']['kind']}"),
         *((spec.label, _fmt(_scaled(m.median(spec.column), spec.scale), ".1f", f" {spec.unit}")
@@ -65,7 +65,7 @@ def result_table(result: ProfileResult) -> Table:
                           f"idle {_fmt(m.idle_power_w, '.2f', ' W')} ({m.power_source})"),
         ]
     else:
-        rows.append(("energy", f"[yellow]missing[/yellow]: {escape(reason or 'no energy computed')}"))
+        rows.append(("energy", joined(("missing", "yellow"), f": {reason or 'no energy computed'}")))
     rows += [
         ("temperature max", _fmt(m.temperature_max_c, ".1f", " °C")),
         ("cpu freq mean", _fmt(m.freq_mean_khz / 1000 if m.freq_mean_khz is not None else None, ".0f", " MHz")),
@@ -75,7 +75,7 @@ def result_table(result: ProfileResult) -> Table:
     ]
     for run in m.runs:
         if not run.ok:
-            rows.append((f"run {run.run}", f"[red]failed[/red]: {escape(str(run.error))}"))
+            rows.append((f"run {run.run}", joined(("failed", "red"), f": {run.error}")))
     for key, value in rows:
         table.add_row(key, value)
     return table

@@ -16,6 +16,10 @@ corrupt copy already at the final path is moved aside before the verified one ta
 that drops mid-copy (``DeviceUnreachable``) is retried with exponential backoff from a fresh temporary
 directory. Free space is checked before copying, and a write that fails for lack of space says so.
 
+A push holds the device's lock (``edgekit.devices.lock``; re-entrant, so a profile that holds it pushes
+without waiting on itself): two pushes of one artifact to one device never run at once, so the clean-up of
+temporary directories left by an interrupted push never removes the one another push is filling.
+
 This module must not know about any one transport: it only uses the ``Device`` contract and POSIX
 commands every device has (``mkdir``, ``mv``, ``rm``, ``ls``, ``df``, ``sha256sum``, ``test``).
 """
@@ -33,6 +37,7 @@ from pathlib import Path
 
 from edgekit._progress import BytesFn
 from edgekit.devices.base import Device, ProgressFn
+from edgekit.devices.lock import device_lock
 from edgekit.errors import (
     ArtifactError,
     DeviceUnreachable,
@@ -263,15 +268,24 @@ def push_artifact(
     backoff_s: float = 0.5,
     progress: BytesFn | None = None,
     area: str = "artifacts",
+    lock_wait_s: float = 0.0,
 ) -> PushResult:
     """Push ``artifact_dir`` to ``<workdir>/<area>/<sha256>/`` on ``device`` (see the module docstring);
     ``area`` is ``artifacts`` for exported models, ``runners`` for the runners' code bundles.
 
     ``reopen`` returns a freshly connected device after a drop; without it the same object is retried.
     ``progress`` is called with (bytes done, bytes total) of the artifact while files are copied.
+    ``lock_wait_s``: how long to wait for the device's lock when another process holds it (``DeviceBusy``).
     """
     start_s = time.monotonic()
     digest = digest_artifact(artifact_dir)
+    with device_lock(device.name, wait_s=lock_wait_s):
+        return _push_locked(device, digest, workdir, reopen, retries, backoff_s, progress, area, start_s)
+
+
+def _push_locked(device: Device, digest: ArtifactDigest, workdir: str, reopen: Callable[[], Device] | None,
+                 retries: int, backoff_s: float, progress: BytesFn | None, area: str, start_s: float) -> PushResult:
+    """``push_artifact``'s attempts, with the device's lock held."""
     name = device.name
     last_exc: DeviceUnreachable | None = None
     bar = _Bar(progress, digest.total_bytes)

@@ -36,7 +36,7 @@ class Job:
     """One attempt at one cell of the matrix, everything the device's host needs to run it."""
 
     farm: str  # farm name from farm.yaml
-    cell_key: str  # stable content key of (model, recipe, device, workload name, workload dict)
+    cell_key: str  # stable content key of (model, recipe name and content, device, workload name, workload)
     model: str
     recipe: str
     device: str  # inventory device name
@@ -45,6 +45,9 @@ class Job:
     artifact_dir: Path  # the exported artifact on the DRIVER host
     artifact_sha: str  # its content address (manifest sha)
     attempt: int  # 1-based
+    # The profile run's id (its directory on the device is <workdir>/runs/<run_id>): chosen by the driver so
+    # it can stop what an abandoned or cancelled job left running there. Empty: chosen where the job runs.
+    run_id: str = ""
 
 
 @dataclass
@@ -69,6 +72,10 @@ class Backend(Protocol):
 
     def submit(self, job: Job) -> concurrent.futures.Future[JobOutcome]:
         """Start ``job`` on its device (at most one at a time per device is the caller's rule too)."""
+        ...
+
+    def abandon(self, job: Job) -> None:
+        """The driver stopped waiting for ``job``: stop what it runs on its device (bounded, best effort)."""
         ...
 
     def close(self) -> None:

@@ -68,10 +68,16 @@ class Farm:
         return self.spec.name
 
 
-def cell_key(model: str, recipe: str, device: str, workload_name: str, workload: Workload) -> str:
-    """A stable content key: the same measurement gets the same key in every run of the farm."""
-    payload = {"model": model, "recipe": recipe, "device": device, "workload": workload_name,
-               "request": workload.model_dump()}  # fmt: skip
+def recipe_sha256(recipe: Recipe) -> str:
+    """sha256 of the resolved recipe's content: an edited recipe file is a different recipe, whatever its name."""
+    return hashlib.sha256(json.dumps(recipe.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def cell_key(model: str, recipe: Recipe, device: str, workload_name: str, workload: Workload) -> str:
+    """A stable content key: the same measurement gets the same key in every run of the farm, and a changed
+    recipe (its content, not only its name) or workload a new one, so resume re-runs it."""
+    payload = {"model": model, "recipe": recipe.name, "recipe_sha256": recipe_sha256(recipe), "device": device,
+               "workload": workload_name, "request": workload.model_dump()}  # fmt: skip
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -163,9 +169,9 @@ def expand(farm: Farm, devices: list[DeviceEntry]) -> list[Cell]:
     """Every cell of the matrix, grouped by (model, recipe) so the first artifacts are needed first."""
     cells = []
     for model in farm.spec.models:
-        for recipe in farm.recipes:
+        for recipe, resolved in farm.recipes.items():
             for entry in devices:
                 for name, workload in farm.spec.workloads.items():
-                    key = cell_key(model, recipe, entry.name, name, workload)
+                    key = cell_key(model, resolved, entry.name, name, workload)
                     cells.append(Cell(key, model, recipe, entry.name, name, workload))
     return cells

@@ -11,6 +11,7 @@ driver's store.
 from __future__ import annotations
 
 import contextlib
+import posixpath
 import shutil
 import time
 from pathlib import Path
@@ -77,7 +78,7 @@ def run_job_here(job: Job, entry: DeviceEntry, *, artifact_dir: Path, traces_roo
 
     ``lock_wait_s``: how long to wait for a device another job (or process) holds before giving up
     with a transient "busy" outcome."""
-    from edgekit.profile.run import ProfileRequest, default_python, new_run_id, profile_on
+    from edgekit.profile.run import ProfileRequest, default_python, new_run_id, profile_on, stop_stale_runs
 
     started = time.monotonic()
     try:
@@ -86,13 +87,14 @@ def run_job_here(job: Job, entry: DeviceEntry, *, artifact_dir: Path, traces_roo
             request = ProfileRequest(artifact_dir, job.workload, retries=0)
             device = connect(entry, timeout_s=CONNECT_TIMEOUT_S)
             try:
+                stop_stale_runs(device, entry.resolved_workdir())
                 result = profile_on(
                     device,
                     request,
                     workdir=entry.resolved_workdir(),
                     python=entry.python or default_python(entry.origin),
                     device_class=entry.tags.device_class,
-                    run_id=new_run_id(entry.name),
+                    run_id=job.run_id or new_run_id(entry.name),
                 )
             finally:
                 with contextlib.suppress(Exception):
@@ -104,6 +106,21 @@ def run_job_here(job: Job, entry: DeviceEntry, *, artifact_dir: Path, traces_roo
     result.trace_dir = trace_dir
     result.trace.path = trace_dir / result.trace.path.name
     return JobOutcome("ok", None, trace_dir, time.monotonic() - started, result)
+
+
+def stop_job(job: Job, entry: DeviceEntry) -> list[str]:
+    """Kill what ``job`` left running on its device (an abandoned or cancelled job: the agent does not stop
+    because the host stopped waiting for it); what survived. Bounded by the connect timeout and the kill."""
+    from edgekit.profile.remote import kill_leftovers
+
+    if not job.run_id:
+        return []
+    device = connect(entry, timeout_s=CONNECT_TIMEOUT_S)
+    try:
+        return kill_leftovers(device, posixpath.join(entry.resolved_workdir(), "runs", job.run_id) + "/")
+    finally:
+        with contextlib.suppress(Exception):
+            device.close()
 
 
 def default_traces_root() -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 from edgekit import inventory
 from edgekit.errors import UnknownName
 from edgekit.farm.backend import Job, JobOutcome
-from edgekit.farm.job import default_traces_root, run_job_here
+from edgekit.farm.job import default_traces_root, run_job_here, stop_job
 from edgekit.inventory import DeviceEntry
 
 _Item = tuple[Job, "concurrent.futures.Future[JobOutcome]"] | None
@@ -69,6 +69,12 @@ class LocalBackend:
         future: concurrent.futures.Future[JobOutcome] = concurrent.futures.Future()
         worker.jobs.put((job, future))
         return future
+
+    def abandon(self, job: Job) -> None:
+        """Kill the job's agent on its device; its worker thread then sees the run end and moves on."""
+        entry = next((e for e in self._entries if e.name == job.device), None)
+        if entry is not None:
+            stop_job(job, entry)
 
     def close(self) -> None:
         with self._lock:

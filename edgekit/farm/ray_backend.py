@@ -47,11 +47,13 @@ from edgekit.farm.ray_node import (
     is_loopback,
 )
 from edgekit.inventory import DeviceEntry
+from edgekit.manifest import plain_name
 
 CONNECT_TIMEOUT_S = 60.0
 RESOURCE_WAIT_S = 60.0  # how long a job waits for its device's node to be (back) in the cluster
 JOB_TIMEOUT_S = 3600.0  # a bound on one job's task, whatever the profile's own timeouts say
 POLL_S = 0.5
+STOP_WAIT_S = 60.0  # how long a cancelled job's clean-up on its node may take
 _NODES_TTL_S = 1.0
 _ARTIFACT_CACHE = "farm-artifacts"
 
@@ -130,6 +132,14 @@ def node_job(job: Job, box: list[Any]) -> dict[str, Any]:
     return result
 
 
+def node_stop_job(job: Job) -> list[str]:
+    """On the device's node: kill what a cancelled job left running on the device (Ray's cancel kills the
+    worker process, not the agent it started on the device); what survived."""
+    from edgekit.farm.job import stop_job
+
+    return stop_job(job, _node_entry(job.device))
+
+
 # ---- the driver side ----
 
 
@@ -142,16 +152,32 @@ def _pack(directory: Path) -> bytes:
     return buffer.getvalue()
 
 
+def _node_name(value: object, what: str) -> str:
+    """A name a node sent back, checked to be a plain name before it becomes a path on the driver: a
+    node is another host, and '..' or '/x' there would make the driver delete and rename outside its
+    traces folder."""
+    try:
+        return plain_name(value if isinstance(value, str) else "")
+    except ValueError:
+        raise RayNodeError(f"a node sent back {what} {value!r}: it must be a plain name (no '/', not '..')") \
+            from None
+
+
 def _write_trace(traces_root: Path, name: str, files: dict[str, bytes]) -> Path:
-    """Write a returned trace dir atomically: a temp dir beside the target, then one rename."""
+    """Write a returned trace dir atomically: a temp dir beside the target, then one rename. Every name
+    in it comes from a node, so each is checked first (``_node_name``): nothing is written otherwise."""
+    name = _node_name(name, "the trace name")
+    if not isinstance(files, dict):
+        raise RayNodeError(f"a node sent back trace files as {type(files).__name__}, not a mapping")
+    for rel in files:
+        for part in str(rel).split("/"):
+            _node_name(part, f"the trace file path {rel!r} with the part")
     traces_root.mkdir(parents=True, exist_ok=True)
     target = traces_root / name
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=traces_root))
     try:
         for rel, data in files.items():
             path = tmp / rel
-            if ".." in Path(rel).parts or Path(rel).is_absolute():
-                raise RayNodeError(f"trace file path {rel!r} from a node leaves the trace dir")
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
         if target.exists():
@@ -192,6 +218,7 @@ class RayBackend:
         self._ray = import_ray(loopback=is_loopback(address))
         self._connect(connect_timeout_s)
         self._remote = self._ray.remote(num_cpus=0, max_retries=0, retry_exceptions=False)(node_job)
+        self._remote_stop = self._ray.remote(num_cpus=0, max_retries=0, retry_exceptions=False)(node_stop_job)
         self._artifacts: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._put_lock = threading.Lock()
@@ -320,8 +347,23 @@ class RayBackend:
             if problem:
                 with contextlib.suppress(Exception):
                     self._ray.cancel(ref, force=True)
+                self._stop_on_node(job, resource)
                 return outcome("transient", problem)
         return self._collect(job, ref, started)
+
+    def _stop_on_node(self, job: Job, resource: str) -> None:
+        """After a cancel: kill the job's agent on the device from its node, bounded (a node that left the
+        cluster cannot; the device's next job clears what is left)."""
+        if not self._has_resource(resource):
+            return
+        ref = self._remote_stop.options(resources={resource: 1.0}).remote(job)
+        ready, _ = self._ray.wait([ref], timeout=STOP_WAIT_S)
+        if not ready:
+            with contextlib.suppress(Exception):
+                self._ray.cancel(ref, force=True)
+
+    def abandon(self, job: Job) -> None:
+        """Nothing here: closing the backend cancels the job's task and stops its agent (``_stop_on_node``)."""
 
     def _collect(self, job: Job, ref: Any, started: float) -> JobOutcome:
         exceptions = self._ray.exceptions
@@ -339,7 +381,10 @@ class RayBackend:
             self.placements.append((job.device, str(result.get("node_id"))))
         trace_dir = None
         if result.get("trace_name"):
-            trace_dir = _write_trace(self._traces_root, str(result["trace_name"]), result.get("files", {}))
+            try:
+                trace_dir = _write_trace(self._traces_root, result["trace_name"], result.get("files", {}))
+            except RayNodeError as exc:  # the node's answer is malformed: the same node would send it again
+                return JobOutcome("permanent", str(exc), None, time.monotonic() - started)
         return JobOutcome(result["status"], result.get("reason"), trace_dir, float(result["seconds"]))
 
     def close(self) -> None:

@@ -55,6 +55,7 @@ class _Device:
     row: DeviceRow
     queue: list[_Pending]
     running: _Pending | None = None
+    job: Job | None = None  # the running job, to stop it on the device when it is abandoned
     future: concurrent.futures.Future[JobOutcome] | None = None
     submitted_at: float = 0.0
     backoff_until: float = 0.0
@@ -246,7 +247,7 @@ class _Driver:
     def collect(self, dev: _Device) -> None:
         future, pending = dev.future, dev.running
         assert future is not None and pending is not None
-        dev.future = dev.running = None
+        dev.future = dev.running = dev.job = None
         dev.row.state = "idle"
         artifact = self.exporter.get((pending.cell.model, pending.cell.recipe)) or Artifact()
         try:
@@ -279,12 +280,15 @@ class _Driver:
                 self._record_failed(dev, _Pending(pending.cell, 0), artifact.error, None)
                 continue
             assert artifact.path is not None and artifact.sha is not None
+            from edgekit.profile.run import new_run_id
+
             dev.queue.pop(0)
             cell = pending.cell
             job = Job(farm=self.farm.name, cell_key=cell.key, model=cell.model, recipe=cell.recipe,
                       device=cell.device, workload_name=cell.workload_name, workload=cell.workload,
-                      artifact_dir=artifact.path, artifact_sha=artifact.sha, attempt=pending.attempt)
-            dev.running, dev.submitted_at = pending, time.monotonic()
+                      artifact_dir=artifact.path, artifact_sha=artifact.sha, attempt=pending.attempt,
+                      run_id=new_run_id(cell.device))
+            dev.running, dev.job, dev.submitted_at = pending, job, time.monotonic()
             try:
                 dev.future = self.backend.submit(job)
             except Exception as exc:  # the backend could not take it (cluster gone): a transient outcome
@@ -294,6 +298,15 @@ class _Driver:
             self.view.progress(f"[{cell.device}] {_label(cell)}: attempt {pending.attempt} started")
             return
         dev.row.state = "done"
+
+    def _stop_abandoned(self, dev: _Device) -> None:
+        """Stop the abandoned job's agent on the device: it would run on, beside whatever measures next."""
+        if dev.job is None:
+            return
+        try:
+            self.backend.abandon(dev.job)
+        except Exception as exc:  # the device may be what failed; its next job clears what is left
+            self.view.event(f"[{dev.row.name}] could not stop the abandoned job on the device: {exc}")
 
     def running(self) -> list[concurrent.futures.Future[JobOutcome]]:
         return [d.future for d in self.devices.values() if d.future is not None]
@@ -317,7 +330,8 @@ class _Driver:
                 for dev in self.devices.values():
                     if dev.future is not None:
                         self.view.event(f"[{dev.row.name}] abandoned its running job (not stored)")
-                        dev.future = dev.running = None
+                        self._stop_abandoned(dev)
+                        dev.future = dev.running = dev.job = None
             running = self.running()
             if not running and (grace_deadline is not None or all(
                     d.quarantined or not d.queue for d in self.devices.values())):
@@ -340,7 +354,7 @@ def run_farm(farm: Farm, backend: Backend | None = None, *, console: Console | N
 
     started = time.monotonic()
     backend = backend or LocalBackend()
-    console = console or Console()
+    console = console or Console(markup=False, highlight=False)  # names and reasons are text
     stop = stop or threading.Event()
     entries = select_devices(farm, backend.devices())
     cells = expand(farm, entries)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.devices.base import Device
-from edgekit.errors import AgentError, RuntimeMissing
+from edgekit.errors import AgentError, RuntimeMissing, WorkloadError
 from edgekit.manifest import Manifest, read_manifest
 from edgekit.profile.runner import (
     DEVICE_JSON,
@@ -99,7 +99,10 @@ def check_runtime(device: Device, python: str, runtime: str, marker_dir: str | N
     executorch's runtime costs seconds; a runtime removed later is still reported clearly, by the agent's
     ``missing-library`` error when it loads the artifact.
     """
-    module, package = RUNTIME_IMPORTS.get(runtime, (runtime, runtime))
+    if runtime not in RUNTIME_IMPORTS:
+        # The runtime name comes from a manifest: only a known name may become Python code on the device.
+        raise WorkloadError(f"the Python agent drives {', '.join(RUNTIME_IMPORTS)} artifacts, not {runtime!r}")
+    module, package = RUNTIME_IMPORTS[runtime]
     marker = None
     if marker_dir is not None:
         key = hashlib.sha256(python.encode()).hexdigest()[:12]

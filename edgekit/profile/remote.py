@@ -35,8 +35,10 @@ def pull_files(device: Device, remote_dir: str, local_dir: Path) -> list[str]:
 
 
 def leftover_processes(device: Device, marker: str) -> list[tuple[int, str]]:
-    """(pid, command line) of device processes whose command line contains ``marker``."""
-    result = device.run(["ps", "-eo", "pid,args"], timeout_s=30.0)
+    """(pid, command line) of device processes whose command line contains ``marker``. procps' ``ps`` cuts
+    command lines at 80 columns when it cannot tell a terminal's width, which would hide the marker: the
+    width is given (busybox and toybox do not cut what goes to a pipe)."""
+    result = device.run(["env", "COLUMNS=65535", "ps", "-eo", "pid,args"], timeout_s=30.0)
     if not result.ok:
         result = device.run(["ps", "-A", "-o", "pid,args"], timeout_s=30.0)
     found = []
@@ -47,13 +49,23 @@ def leftover_processes(device: Device, marker: str) -> list[tuple[int, str]]:
     return found
 
 
+# Signals each pid's process group (the agent leads one: sshd and adbd start a command in its own session,
+# so its runner child and samplers go with it) and the pid itself; a pid that leads no group only gets the
+# second kill. No "--": busybox's kill refuses it.
+_KILL_GROUPS = 'sig=$1; shift; for p; do kill -s "$sig" "-$p" 2>/dev/null; kill -s "$sig" "$p" 2>/dev/null; done; true'
+
+
+def _kill(device: Device, signal_name: str, pids: list[int]) -> None:
+    device.run(["sh", "-c", _KILL_GROUPS, "edgekit-kill", signal_name, *(str(p) for p in pids)], timeout_s=30.0)
+
+
 def kill_leftovers(device: Device, marker: str, attempts: int = 3, grace_s: float = 2.0) -> list[str]:
-    """Stop every process of the run that is still there: SIGTERM first, so an agent can write what it has
-    (the sh agent writes its partial trace then), SIGKILL for what is left after ``grace_s``. Returns what
-    survives (normally nothing)."""
+    """Stop every process of the run that is still there, with its process group: SIGTERM first, so an
+    agent can write what it has (the sh agent writes its partial trace then), SIGKILL for what is left
+    after ``grace_s``. Returns what survives (normally nothing)."""
     left = leftover_processes(device, marker)
     if left:
-        device.run(["kill", "-TERM", *(str(pid) for pid, _ in left)], timeout_s=30.0)
+        _kill(device, "TERM", [pid for pid, _ in left])
         deadline = time.monotonic() + grace_s
         while left and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -61,7 +73,7 @@ def kill_leftovers(device: Device, marker: str, attempts: int = 3, grace_s: floa
     for _ in range(attempts):
         if not left:
             return []
-        device.run(["kill", "-9", *(str(pid) for pid, _ in left)], timeout_s=30.0)
+        _kill(device, "KILL", [pid for pid, _ in left])
         time.sleep(0.2)
         left = leftover_processes(device, marker)
     return [args for _, args in left]

@@ -11,8 +11,10 @@ Failure policy:
 - a command that times out is killed on the device by the transport; this module then checks ``ps`` for
   anything of the run left and kills it, keeps what trace there is, and raises ``ProfileTimeout``;
 - a device that drops mid-run (``DeviceUnreachable``) is retried ``retries`` times from a fresh remote
-  run directory; the files of the lost attempt are kept under ``<run-id>/attempt-N/`` with a
-  ``PARTIAL.json`` saying why; then ``DeviceLost``;
+  run directory; first, once the device answers again, whatever the lost attempt left running is killed
+  with its process group (a dropped connection does not stop the agent on a device that stayed up, and a
+  retry beside it would measure two workloads at once); the files of the lost attempt are kept under
+  ``<run-id>/attempt-N/`` with a ``PARTIAL.json`` saying why; then ``DeviceLost``;
 - a runner that cannot load the artifact raises ``OutOfMemory`` or ``RunnerFailed`` (from its trace);
 - a repetition that fails inside the agent is not retried: the trace records it and the rest continue.
 
@@ -41,6 +43,7 @@ from edgekit.errors import (
     EdgekitError,
     NoTrace,
     OutOfMemory,
+    ProfileError,
     ProfileTimeout,
     RunnerFailed,
     WorkloadError,
@@ -163,13 +166,17 @@ def profile_on(
                 run_id, device, attempt, conditioning, attempts, None, prepared.kind, "timeout"))  # fmt: skip
             raise ProfileTimeout(device.name, workload.effective_timeout_s, trace_dir, left) from exc
         except DeviceUnreachable as exc:
-            remote.keep_partial(device, remote_dir, trace_dir / f"attempt-{attempts}", str(exc))
-            if attempts > request.retries:
-                raise DeviceLost(device.name, attempts, trace_dir, str(exc)) from exc
-            if reopen is not None:
+            if attempts <= request.retries and reopen is not None:
                 with contextlib.suppress(EdgekitError):
                     device.close()
                 device = remote.reopen_device(reopen, REOPEN_WAIT_S)
+            left = _stop_lost_attempt(device, remote_dir)
+            remote.keep_partial(device, remote_dir, trace_dir / f"attempt-{attempts}", str(exc))
+            if attempts > request.retries:
+                raise DeviceLost(device.name, attempts, trace_dir, str(exc)) from exc
+            if left:
+                raise DeviceLost(device.name, attempts, trace_dir, f"{exc}; and the lost attempt's processes "
+                                 f"survived SIGKILL, so a retry would run beside them: {'; '.join(left)}") from exc
 
     trace = _collect(device, remote_dir, trace_dir, result, attempt, run_id, conditioning, attempts, prepared)
     metrics = compute_metrics(trace, manifest)
@@ -182,6 +189,26 @@ def profile_on(
         command_end_ns=attempt.end_ns, exit_code=result.exit_code, attempts=attempts, runner=prepared.kind,
         runtime_version=prepared.runtime_version,
     )  # fmt: skip
+
+
+def stop_stale_runs(device: Device, workdir: str) -> None:
+    """Kill every edgekit run still going on the device (an agent whose host dropped it, was SIGKILLed or
+    gave up on it), so what is measured next runs alone. Only for a caller that holds the device's lock:
+    then nothing under ``<workdir>/runs/`` can be another live run of this host. ``ProfileError`` when a
+    process survives SIGKILL."""
+    left = remote.kill_leftovers(device, posixpath.join(workdir, "runs") + "/")
+    if left:
+        raise ProfileError(f"device '{device.name}': an earlier run's processes survive SIGKILL, so a new run "
+                           f"would be measured beside them: {'; '.join(left)[:300]}")
+
+
+def _stop_lost_attempt(device: Device, remote_dir: str) -> list[str]:
+    """Kill what a lost attempt left running; what survived (empty when the device does not answer: then
+    the next attempt fails the same way, and nothing of it can run beside the old agent)."""
+    try:
+        return remote.kill_leftovers(device, remote_dir)
+    except EdgekitError:
+        return []
 
 
 def _collect(device: Device, remote_dir: str, trace_dir: Path, result: CommandResult, attempt: remote.Attempt,
@@ -208,21 +235,26 @@ def profile(
     *,
     inventory: str | Path | None = None,
     python: str | None = None,
+    lock_wait_s: float = 0.0,
 ) -> ProfileResult:
-    """Profile on the inventory device ``device_name`` (``local`` when None)."""
+    """Profile on the inventory device ``device_name`` (``local`` when None), holding the device's lock so a
+    farm or another edgekit on this host never measures beside this run (``DeviceBusy`` when one does)."""
     from edgekit import inventory as inv
+    from edgekit.devices.lock import device_lock
 
     entry = inv.get(device_name, inventory)
-    device = inv.connect(entry)
-    try:
-        return profile_on(
-            device,
-            request,
-            workdir=entry.resolved_workdir(),
-            python=python or entry.python or default_python(entry.origin),
-            device_class=entry.tags.device_class,
-            reopen=lambda: inv.connect(entry),
-        )
-    finally:
-        with contextlib.suppress(EdgekitError):
-            device.close()
+    with device_lock(entry.name, wait_s=lock_wait_s):
+        device = inv.connect(entry)
+        try:
+            stop_stale_runs(device, entry.resolved_workdir())
+            return profile_on(
+                device,
+                request,
+                workdir=entry.resolved_workdir(),
+                python=python or entry.python or default_python(entry.origin),
+                device_class=entry.tags.device_class,
+                reopen=lambda: inv.connect(entry),
+            )
+        finally:
+            with contextlib.suppress(EdgekitError):
+                device.close()
