@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import adbutils
-from adbutils.errors import AdbError, AdbTimeout
+from adbutils.errors import AdbConnectionError, AdbError, AdbTimeout
 
 from edgekit.devices import adb_server
 from edgekit.devices.base import CommandResult, Device, DeviceInfo, ProgressFn
@@ -50,6 +50,27 @@ echo "df=$(df -k "$d" 2>/dev/null | tail -n 1)"
 """
 
 
+class _Connection(adbutils.AdbConnection):
+    """adbutils' connection without its fallback of running ``adb start-server`` when the server does not
+    answer: that server listens on the default port (5037) whatever port this device's server has, and is
+    left running. A server that went away (restarted by the user, an SDK update) is started again on the
+    device's own port by ``AdbDevice`` instead."""
+
+    def _safe_connect(self) -> object:
+        return self._create_socket()
+
+
+class _Client(adbutils.AdbClient):
+    def make_connection(self, timeout: float | None = None) -> adbutils.AdbConnection:
+        try:
+            conn = _Connection(self.host, self.port)
+        except TimeoutError as exc:
+            raise AdbTimeout("connect to adb server timeout") from exc
+        if timeout:
+            conn.conn.settimeout(timeout)
+        return conn
+
+
 class AdbDevice(Device):
     transport = "adb"
 
@@ -62,7 +83,7 @@ class AdbDevice(Device):
         self.workdir = workdir
         self.online_timeout_s = online_timeout_s
         self.server_port = adb_server.ensure_server(server_port)
-        self._client = adbutils.AdbClient(host="127.0.0.1", port=self.server_port)
+        self._client = _Client(host="127.0.0.1", port=self.server_port)
         self._dev = self._client.device(serial)
         self._features: set[str] | None = None
         self._use_shell_v2 = use_shell_v2
@@ -81,6 +102,10 @@ class AdbDevice(Device):
     def _state(self) -> str:
         try:
             return self._dev.get_state()
+        except AdbConnectionError as exc:  # no server answers on the port: start one there, as at open
+            with contextlib.suppress(TransportError):
+                adb_server.ensure_server(self.server_port)
+            return f"absent ({exc})"
         except (AdbError, OSError) as exc:
             # the server answers get-state for an offline device with the error "device offline"
             return "offline" if "offline" in str(exc) else f"absent ({exc})"

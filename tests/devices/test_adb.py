@@ -6,10 +6,12 @@ import hashlib
 import os
 import shutil
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from edgekit.devices import adb_server
 from edgekit.devices.adb import AdbDevice
 from edgekit.devices.base import DeviceUnreachable, TransportError
 from tests.fixtures.phone import AdbServer, Phone, free_port
@@ -122,3 +124,26 @@ def test_adbutils_api_accepts_the_phone(phone: Phone, tmp_path: Path) -> None:
     assert dev.sync.read_bytes("/data/local/tmp/adbutils.txt") == b"payload"
     assert "adbutils.txt" in [entry.path for entry in dev.sync.list("/data/local/tmp")]
     assert dev.sync.stat("/data/local/tmp/nope").mode == 0
+
+
+def _restore_server(server: AdbServer) -> None:
+    """Put the session's own server (its HOME, its key) back on its port for the tests after this one."""
+    server.adb("kill-server", timeout_s=30)
+    server.adb("start-server", timeout_s=30, check=True)
+
+
+def test_a_restarted_server_comes_back_on_the_devices_port(device: AdbDevice, phone: Phone) -> None:
+    # adbutils' own fallback starts `adb start-server` on the default port (5037) when the server does not
+    # answer, whatever port the device uses; the device must bring its server back on its own port instead.
+    default_was_up = adb_server.server_running(adb_server.DEFAULT_PORT)
+    phone.server.adb("kill-server", timeout_s=30)
+    try:
+        assert device.run(["echo", "back"], timeout_s=30).stdout == b"back\n"
+        assert adb_server.server_running(device.server_port)
+        if not default_was_up:
+            assert not adb_server.server_running(adb_server.DEFAULT_PORT), "a server was started on 5037"
+    finally:
+        if not default_was_up and adb_server.server_running(adb_server.DEFAULT_PORT):
+            subprocess.run(["adb", "-P", str(adb_server.DEFAULT_PORT), "kill-server"], capture_output=True,
+                           timeout=30, check=False)
+        _restore_server(phone.server)
