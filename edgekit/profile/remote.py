@@ -17,18 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.devices.base import CommandResult, Device
-from edgekit.errors import DeviceUnreachable, EdgekitError, TransportError
+from edgekit.errors import DeviceUnreachable, EdgekitError, RemoteFileMissing
 from edgekit.profile.conditioning import Conditioning
 
 TRACE_FILES = ("trace.jsonl", "summary.json", "runner.stderr")
 
 
 def pull_files(device: Device, remote_dir: str, local_dir: Path) -> list[str]:
-    """Pull the run's files that exist; the names pulled."""
+    """Pull the run's files that exist; the names pulled. A file the device does not have is skipped; a drop
+    (``DeviceUnreachable``) is raised: the files may well be there, so it is not "no trace"."""
     local_dir.mkdir(parents=True, exist_ok=True)
     pulled = []
     for name in TRACE_FILES:
-        with contextlib.suppress(TransportError):
+        with contextlib.suppress(RemoteFileMissing):
             device.pull(posixpath.join(remote_dir, name), str(local_dir / name))
             pulled.append(name)
     return pulled

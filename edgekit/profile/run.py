@@ -161,7 +161,8 @@ def profile_on(
             break
         except CommandTimeout as exc:
             left = remote.kill_leftovers(device, remote_dir)
-            remote.pull_files(device, remote_dir, trace_dir)
+            with contextlib.suppress(DeviceUnreachable):
+                remote.pull_files(device, remote_dir, trace_dir)
             remote.write_json(trace_dir / "host.json", remote.host_facts(
                 run_id, device, attempt, conditioning, attempts, None, prepared.kind, "timeout"))  # fmt: skip
             raise ProfileTimeout(device.name, workload.effective_timeout_s, trace_dir, left) from exc
@@ -178,7 +179,20 @@ def profile_on(
                 raise DeviceLost(device.name, attempts, trace_dir, f"{exc}; and the lost attempt's processes "
                                  f"survived SIGKILL, so a retry would run beside them: {'; '.join(left)}") from exc
 
-    trace = _collect(device, remote_dir, trace_dir, result, attempt, run_id, conditioning, attempts, prepared)
+    # The run finished: a drop while its files come back costs a reconnect and a second pull, not the run.
+    pulls = 0
+    while True:
+        pulls += 1
+        try:
+            trace = _collect(device, remote_dir, trace_dir, result, attempt, run_id, conditioning, attempts,
+                             prepared)  # fmt: skip
+            break
+        except DeviceUnreachable:
+            if pulls > request.retries or reopen is None:
+                raise
+            with contextlib.suppress(EdgekitError):
+                device.close()
+            device = remote.reopen_device(reopen, REOPEN_WAIT_S)
     metrics = compute_metrics(trace, manifest)
     remote.write_json(trace_dir / "metrics.json", metrics.to_dict())
     with contextlib.suppress(EdgekitError):

@@ -148,3 +148,34 @@ def test_artifact_the_runtime_cannot_load_is_reported(board_dev: Device, tiny_on
     error = next(e for e in trace.events if e["name"] == "error")
     assert error["run"] == -1 and "model.onnx" in error["stderr_tail"] + error["message"]
     _assert_nothing_left(board_dev)
+
+
+def test_a_drop_while_the_results_come_back_is_a_second_pull_not_a_lost_run(make_board: BoardFactory,
+                                                                            tiny_onnx: Path) -> None:
+    # The run finishes; the board loses power just as the host starts pulling its trace, and comes back.
+    # The trace is still on the board: the host reconnects and pulls again (before: "no trace", permanent).
+    board = make_board("pi-pull")
+    device = board_device(board).connect()
+    real_pull = device.pull
+    dropped = threading.Event()
+
+    def pull_after_a_drop(remote: str, local: str, **kwargs: object) -> None:
+        if remote.endswith("/trace.jsonl") and not dropped.is_set():
+            dropped.set()
+            board.process.kill()
+        real_pull(remote, local, **kwargs)  # type: ignore[arg-type]
+
+    device.pull = pull_after_a_drop  # type: ignore[method-assign]
+
+    def reopen() -> Device:
+        board.process.start()  # (a no-op once it runs)
+        return board_device(board).connect()
+
+    try:
+        result = profile_on(device, _request(tiny_onnx, retries=1), workdir=BOARD_WORKDIR, python=DEVICE_PYTHON,
+                            device_class="board", reopen=reopen)
+    finally:
+        device.close()
+    assert dropped.is_set()
+    assert result.attempts == 1 and len(result.metrics.runs) == WORKLOAD["runs"]
+    assert all(r.ok for r in result.metrics.runs)
