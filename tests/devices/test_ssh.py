@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 
 from edgekit.devices.base import DeviceUnreachable
 from edgekit.devices.ssh import HostKeyRejected, SshDevice
+from edgekit.errors import LimitExceeded
 from tests.fixtures.board import BoardFactory, BoardHandle
 
 
@@ -147,3 +150,41 @@ def test_board_killed_mid_push_then_retry_after_restart(make_board: BoardFactory
         remote_sum = dev.run(["sha256sum", "/home/edgekit/model.bin"], check=True).text().split()[0]
         assert remote_sum == hashlib.sha256(source.read_bytes()).hexdigest()
         assert "model.bin.edgekit-part" not in dev.run(["ls", "/home/edgekit"], check=True).text()
+
+
+def test_pull_of_a_4_gb_file_is_refused_before_reading_it(device: SshDevice, tmp_path: Path) -> None:
+    """A sparse 4 GB file on the board (no disk spent) is refused from its announced size, at once."""
+    device.run(["truncate", "-s", "4G", "/home/edgekit/huge.bin"], check=True)
+    try:
+        start = time.monotonic()
+        with pytest.raises(LimitExceeded, match=r"pull of /home/edgekit/huge\.bin \(4294967296 bytes\): over the "
+                                                r"limit pull_file_bytes = \d+ bytes \(EDGEKIT_LIMIT_PULL_FILE_BYTES"):
+            device.pull("/home/edgekit/huge.bin", str(tmp_path / "huge.bin"))
+        assert time.monotonic() - start < 10
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        device.run(["rm", "-f", "/home/edgekit/huge.bin"])
+
+
+def test_command_output_over_its_limit_stops_and_the_command_is_killed(
+        device: SshDevice, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEKIT_LIMIT_COMMAND_OUTPUT_BYTES", str(1 << 20))
+    with pytest.raises(LimitExceeded, match=r"output of command .*over the limit command_output_bytes = 1048576"):
+        device.run(["sh", "-c", "head -c 8000000 /dev/zero; exec sleep 1001"], timeout_s=30)
+    assert "sleep 1001" not in _board_commands(device)
+    assert device.run(["echo", "ok"], check=True).stdout == b"ok\n"  # the connection still serves
+
+
+def test_silent_peer_is_given_up_within_the_stall_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 'board' that accepts the connection and then sends nothing and does not close."""
+    monkeypatch.setenv("EDGEKIT_LIMIT_STALL_S", "1")
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        with SshDevice("127.0.0.1", port=port, known_hosts=known_hosts, ssh_config=os.devnull) as dev:
+            start = time.monotonic()
+            with pytest.raises(DeviceUnreachable, match=r"sent nothing and did not close.*stall_s = 1 s"):
+                dev.pull("/home/edgekit/trace.jsonl", str(tmp_path / "trace.jsonl"))
+            assert time.monotonic() - start < 5
+    assert not (tmp_path / "trace.jsonl").exists()
