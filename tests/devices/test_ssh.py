@@ -188,3 +188,41 @@ def test_silent_peer_is_given_up_within_the_stall_limit(tmp_path: Path, monkeypa
                 dev.pull("/home/edgekit/trace.jsonl", str(tmp_path / "trace.jsonl"))
             assert time.monotonic() - start < 5
     assert not (tmp_path / "trace.jsonl").exists()
+
+
+def _live_in_namespace(pid_ns: str) -> list[int]:
+    """Host pids of the processes in pid namespace ``pid_ns`` that have not exited (zombies excluded)."""
+    live = []
+    for entry in os.listdir("/proc"):
+        try:
+            if (entry.isdigit() and os.readlink(f"/proc/{entry}/ns/pid") == pid_ns
+                    and Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[0] != "Z"):
+                live.append(int(entry))
+        except OSError:
+            continue
+    return live
+
+
+def test_killed_board_runs_nothing_once_kill_returns(make_board: BoardFactory, tmp_path: Path) -> None:
+    """A power loss is instant: when ``kill`` returns mid-push, no process of the board (its sshd, the
+    session carrying the push) may still run, or the push can complete on a board that is 'dead' (the
+    flaky mid-push test: the sandbox used to die a moment after the serve process, through parent-death
+    signals, and on a busy host the rest of a 48 MB push got through meanwhile)."""
+    board = make_board("pi-gone")
+    source = tmp_path / "model.bin"
+    source.write_bytes(os.urandom(16 << 20))
+    sandbox = board.process.ready["sshd_pid"]
+    init = int(Path(f"/proc/{sandbox}/task/{sandbox}/children").read_text().split()[0])
+    pid_ns = os.readlink(f"/proc/{init}/ns/pid")
+    left: list[list[int]] = []
+
+    def pull_the_plug(done: int, total: int) -> None:
+        if done >= 4 << 20 and not left:
+            assert len(_live_in_namespace(pid_ns)) >= 3  # init, sshd, the session carrying the push
+            board.process.kill()
+            left.append(_live_in_namespace(pid_ns))
+
+    with (SshDevice(board.alias, ssh_config=board.ssh_config, known_hosts=board.known_hosts) as dev,
+          pytest.raises(DeviceUnreachable)):
+        dev.push(str(source), "/home/edgekit/model.bin", progress=pull_the_plug)
+    assert left == [[]]
