@@ -25,6 +25,7 @@ from edgekit.profile.remote import pull_files
 from edgekit.profile.trace import read_bytes
 from tests.devices import hostile_adb
 from tests.devices.hostile_adb import Behaviour, HostileAdbServer
+from tests.store.cli import assert_one_line_error, edgekit
 
 REPO = Path(__file__).resolve().parents[2]
 # Streams in these tests end there, so that a client without limits fails in bounded time and memory.
@@ -146,3 +147,14 @@ def test_files_of_one_run_share_the_run_limit(tmp_path: Path, monkeypatch: pytes
         pull_files(LocalDevice(), str(remote), tmp_path / "host")
     assert sorted(p.name for p in (tmp_path / "host").iterdir()) == ["trace.jsonl"]
 
+
+
+def test_cli_names_the_limit_in_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trace over its limit, and a limit set to nonsense, are each one line and exit code 2."""
+    trace = tmp_path / "trace.jsonl"
+    trace.write_bytes(b"{}\n" * 1000)
+    monkeypatch.setenv("EDGEKIT_LIMIT_TRACE_FILE_BYTES", "1000")
+    assert_one_line_error(edgekit("ingest", str(trace)), "over the limit trace_file_bytes = 1000 bytes")
+    monkeypatch.setenv("EDGEKIT_LIMIT_TRACE_FILE_BYTES", "lots")
+    assert_one_line_error(edgekit("ingest", str(trace)), "EDGEKIT_LIMIT_TRACE_FILE_BYTES='lots' is not a number")
+    assert trace.read_bytes() == b"{}\n" * 1000
