@@ -20,6 +20,7 @@ boundary.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import shlex
@@ -377,10 +378,12 @@ def _recv_exact(conn: adbutils.AdbConnection, n_bytes: int, deadline: float | No
 
 
 def _num(text: str | None) -> float | None:
+    """A finite number the device printed, else None ("nan", "inf" and 1e999 are not facts)."""
     try:
-        return float(text) if text not in (None, "") else None
+        value = float(text) if text not in (None, "") else None
     except ValueError:
         return None
+    return value if value is not None and math.isfinite(value) else None
 
 
 def parse_info(name: str, facts: dict[str, str]) -> DeviceInfo:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from edgekit import limits
-from edgekit.devices.adb import AdbDevice
+from edgekit.devices.adb import AdbDevice, parse_info
 from edgekit.devices.local import LocalDevice
 from edgekit.errors import CommandTimeout, ConfigError, DeviceUnreachable, LimitExceeded, TraceError
 from edgekit.profile.remote import pull_files
@@ -97,7 +97,7 @@ def test_stalled_device_is_given_up_within_the_stall_limit(tmp_path: Path, monke
 
 _PULL_IN_A_CHILD = textwrap.dedent("""
     import json, resource, sys
-    from edgekit.devices.adb import AdbDevice
+    from edgekit.devices.adb import AdbDevice, parse_info
     from edgekit.errors import EdgekitError
     error = None
     try:
@@ -158,3 +158,11 @@ def test_cli_names_the_limit_in_one_line_exit_2(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("EDGEKIT_LIMIT_TRACE_FILE_BYTES", "lots")
     assert_one_line_error(edgekit("ingest", str(trace)), "EDGEKIT_LIMIT_TRACE_FILE_BYTES='lots' is not a number")
     assert trace.read_bytes() == b"{}\n" * 1000
+
+
+def test_device_facts_that_are_not_finite_numbers_are_unknown() -> None:
+    """A phone whose info script prints nan/inf (an odd kernel, a hostile device) gets unknowns, not a crash."""
+    info = parse_info("odd", {"df": "/dev/x 100 50 inf /data", "cores": "nan", "capacity": "1e999",
+                              "battery_temp": "-inf", "zone_temp": "nan", "mem": "MemTotal: 1000 kB"})
+    assert (info.free_bytes, info.cores, info.battery_pct, info.temperature_c) == (None, None, None, None)
+    assert info.ram_bytes == 1000 * 1024
