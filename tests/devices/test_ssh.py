@@ -14,7 +14,7 @@ import pytest
 
 from edgekit.devices.base import DeviceUnreachable
 from edgekit.devices.ssh import HostKeyRejected, SshDevice
-from edgekit.errors import LimitExceeded
+from edgekit.errors import LimitExceeded, TransportError
 from tests.fixtures.board import BoardFactory, BoardHandle
 
 
@@ -226,3 +226,12 @@ def test_killed_board_runs_nothing_once_kill_returns(make_board: BoardFactory, t
           pytest.raises(DeviceUnreachable)):
         dev.push(str(source), "/home/edgekit/model.bin", progress=pull_the_plug)
     assert left == [[]]
+
+
+def test_pull_never_reads_past_the_size_the_board_announced(device: SshDevice, tmp_path: Path) -> None:
+    """A file that grows while it is pulled is not followed to its end (a log being written could be
+    endless). /proc/self/cmdline is one such file, deterministically: the size is read by ``wc`` (its
+    command line, 6 bytes), the content by ``cat`` (a longer one)."""
+    with pytest.raises(TransportError, match=r"sent more than the 6 bytes it announced"):
+        device.pull("/proc/self/cmdline", str(tmp_path / "cmdline"))
+    assert list(tmp_path.iterdir()) == []
