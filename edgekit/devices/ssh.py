@@ -54,6 +54,7 @@ _PID_MARKER = b"edgekit-pid "
 # Starts argv in a shell that first reports its pid (= its process group) so a timeout can kill it.
 _LAUNCH = "exec sh -c 'printf \"edgekit-pid %s\\n\" \"$$\"; exec \"$@\"' edgekit-run "
 _MISSING_EXIT = 44
+_SHORT_EXIT = 45
 _UNREACHABLE = re.compile(
     r"Connection refused|Connection timed out|No route to host|Could not resolve hostname|"
     r"Connection closed by|closed by remote host|Connection reset|Broken pipe|client_loop|"
@@ -197,8 +198,13 @@ class SshDevice(Device):
             raise TransportError(self.name, f"cannot push {local}: not a local file")
         total = source.stat().st_size
         quoted = shlex.quote(remote)
-        command = (f"f={quoted}; d=$(dirname -- \"$f\") && mkdir -p -- \"$d\" && "
-                   "cat > \"$f.edgekit-part\" && mv -f -- \"$f.edgekit-part\" \"$f\"")
+        # The board renames only a complete copy: when the link drops, sshd ends ``cat`` with a plain
+        # end of input, and without the count a truncated file would take the final name.
+        command = (f"f={quoted}; n={total}; d=$(dirname -- \"$f\") && mkdir -p -- \"$d\" && "
+                   "cat > \"$f.edgekit-part\" && s=$(wc -c < \"$f.edgekit-part\") && "
+                   "if [ $s -eq $n ]; then mv -f -- \"$f.edgekit-part\" \"$f\"; else "
+                   "rm -f -- \"$f.edgekit-part\"; echo \"received $s of $n bytes\" >&2; "
+                   f"exit {_SHORT_EXIT}; fi")
         proc = self._spawn(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
         assert proc.stdin is not None
         stderr = bytearray()

@@ -235,3 +235,30 @@ def test_pull_never_reads_past_the_size_the_board_announced(device: SshDevice, t
     with pytest.raises(TransportError, match=r"sent more than the 6 bytes it announced"):
         device.pull("/proc/self/cmdline", str(tmp_path / "cmdline"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_link_dropped_mid_push_leaves_nothing_at_the_final_name(make_board: BoardFactory, tmp_path: Path) -> None:
+    """The link drops (the client end of the connection goes away) while the board stays up: sshd ends
+    the board's side with a plain end of input, so the board must check it got every byte before the
+    rename, or a truncated file takes the final name while the host is told the push failed."""
+    board = make_board("pi-link")
+    source = tmp_path / "model.bin"
+    source.write_bytes(os.urandom(16 << 20))
+    with SshDevice(board.alias, ssh_config=board.ssh_config, known_hosts=board.known_hosts) as dev:
+        dev.run(["true"], check=True)
+        dropped: list[int] = []
+
+        def drop_the_link(done: int, total: int) -> None:
+            if done >= 4 << 20 and not dropped:
+                dropped.append(done)
+                subprocess.run([*dev._base, "-O", "exit", "--", dev.host], capture_output=True, timeout=30,
+                               check=False)
+
+        with pytest.raises(DeviceUnreachable):
+            dev.push(str(source), "/home/edgekit/model.bin", progress=drop_the_link)
+        assert dropped
+        # The board finishes its side on its own; wait (bounded) until the partial copy is dealt with.
+        deadline = time.monotonic() + 15
+        while "model.bin.edgekit-part" in dev.run(["ls", "-a", "/home/edgekit"], check=True).text():
+            assert time.monotonic() < deadline, "the board never finished the dropped push"
+        assert "model.bin" not in dev.run(["ls", "-a", "/home/edgekit"], check=True).text()
