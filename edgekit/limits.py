@@ -32,7 +32,7 @@ class Limits:
     sync_packet_bytes: int = 1 << 20
     # stdout (and, separately, stderr) kept from one command run on a device.
     command_output_bytes: int = 64 << 20
-    # One line where lines are read (a size header, a trace line).
+    # One line read from a device where lines are read (the size header of an SSH pull).
     line_bytes: int = 16 << 20
     # A trace file read back on the host.
     trace_file_bytes: int = 1 << 30
