@@ -359,3 +359,19 @@ class RayMissing(EdgekitError):
 
 class RayNodeError(EdgekitError):
     """A Ray node that could not be started, joined or stopped."""
+
+
+# --- limits on what a device sends (edgekit.limits) -------------------------------------------------
+
+
+class LimitExceeded(TransportError):
+    """A device sent (or announced) more than a limit of ``edgekit.limits`` allows; nothing of it was kept.
+
+    Not retryable: a device that sends a 4 GB trace does so again."""
+
+    retryable = False
+
+    def __init__(self, device: str, what: str, limit: str) -> None:
+        self.what = what
+        self.limit = limit  # "name = value (how to change it)", from Limits.describe
+        super().__init__(device, f"{what}: over the limit {limit}")

@@ -8,6 +8,11 @@ are quoted with ``shlex.quote`` for the device's POSIX shell. Push and pull spea
 here (adbutils' helpers have no progress callback and turn a missing remote file into an empty local
 one); a pull STATs first and refuses a missing or non-regular file.
 
+Nothing the device sends is taken on trust (``edgekit.limits``): a packet length is checked against its
+cap before anything is read or allocated, a command's output and a pulled file stop at their caps with
+``LimitExceeded``, and a transfer during which the device sends nothing and does not close ends after
+``stall_s`` with ``DeviceUnreachable``.
+
 Every adbutils/socket exception is translated to ``TransportError`` or ``DeviceUnreachable`` at this
 boundary.
 """
@@ -15,6 +20,7 @@ boundary.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import shlex
@@ -27,9 +33,16 @@ from pathlib import Path
 import adbutils
 from adbutils.errors import AdbConnectionError, AdbError, AdbTimeout
 
+from edgekit import limits
 from edgekit.devices import adb_server
 from edgekit.devices.base import CommandResult, Device, DeviceInfo, ProgressFn
-from edgekit.errors import CommandTimeout, DeviceUnreachable, RemoteFileMissing, TransportError
+from edgekit.errors import (
+    CommandTimeout,
+    DeviceUnreachable,
+    LimitExceeded,
+    RemoteFileMissing,
+    TransportError,
+)
 
 DEFAULT_WORKDIR = "/data/local/tmp/edgekit"
 _SYNC_CHUNK_BYTES = 64 * 1024
@@ -172,56 +185,66 @@ class AdbDevice(Device):
         """Shell protocol v2 with an overall deadline; leaving early closes the stream, which ends
         the command on the device."""
         deadline = time.monotonic() + timeout_s
+        caps = limits.current()
         out, err = bytearray(), bytearray()
         with self._dev.open_transport(timeout=timeout_s) as conn:
             conn.send_command(f"shell,v2,raw:{command}")
             conn.check_okay()
-
-            def read_exact(n_bytes: int) -> bytes:
-                data = bytearray()
-                while len(data) < n_bytes:
-                    remaining_s = deadline - time.monotonic()
-                    if remaining_s <= 0:
-                        raise AdbTimeout("deadline")
-                    conn.conn.settimeout(remaining_s)
-                    try:
-                        chunk = conn.conn.recv(n_bytes - len(data))
-                    except TimeoutError as exc:
-                        raise AdbTimeout("deadline") from exc
-                    if not chunk:
-                        raise AdbError("connection closed before the command's exit status")
-                    data += chunk
-                return bytes(data)
-
             while True:
-                packet_id, length = struct.unpack("<BI", read_exact(5))
-                data = read_exact(length) if length else b""
-                if packet_id == _SHELL_STDOUT:
-                    out += data
-                elif packet_id == _SHELL_STDERR:
-                    err += data
+                packet_id, length = struct.unpack("<BI", _recv_exact(conn, 5, deadline))
+                if length > caps.shell_packet_bytes:
+                    raise LimitExceeded(self.name, f"command {argv[:3]}: shell packet of {length} bytes",
+                                        caps.describe("shell_packet_bytes"))
+                data = _recv_exact(conn, length, deadline) if length else b""
+                if packet_id in (_SHELL_STDOUT, _SHELL_STDERR):
+                    sink = out if packet_id == _SHELL_STDOUT else err
+                    if len(sink) + len(data) > caps.command_output_bytes:
+                        raise LimitExceeded(self.name, f"output of command {argv[:3]}",
+                                            caps.describe("command_output_bytes"))
+                    sink += data
                 elif packet_id == _SHELL_EXIT:
                     return CommandResult(argv, data[0] if data else 255, bytes(out), bytes(err))
 
     def _run_v1(self, argv: list[str], command: str, timeout_s: float) -> CommandResult:
-        output = self._dev.shell(f"{command}; echo {_V1_EXIT_MARKER}$?", timeout=timeout_s, encoding=None)
-        assert isinstance(output, bytes)
+        """Shell protocol v1: one stream until the device closes it, read within the deadline and the
+        output cap (the exit-status marker line on top of it)."""
+        deadline = time.monotonic() + timeout_s
+        caps = limits.current()
+        cap = caps.command_output_bytes + len(_V1_EXIT_MARKER) + 8
+        buffer = bytearray()
+        with self._dev.open_transport(timeout=timeout_s) as conn:
+            conn.send_command(f"shell:{command}; echo {_V1_EXIT_MARKER}$?")
+            conn.check_okay()
+            while chunk := _recv_some(conn, min(_SYNC_CHUNK_BYTES, cap + 1 - len(buffer)), deadline):
+                buffer += chunk
+                if len(buffer) > cap:
+                    raise LimitExceeded(self.name, f"output of command {argv[:3]}",
+                                        caps.describe("command_output_bytes"))
+        output = bytes(buffer)
         at = output.rfind(_V1_EXIT_MARKER.encode())
         if at < 0:
             raise TransportError(self.name, f"shell output of {argv[:3]} lacks the exit marker")
-        return CommandResult(argv, int(output[at + len(_V1_EXIT_MARKER) :].strip() or 255), output[:at], b"")
+        status = output[at + len(_V1_EXIT_MARKER) :].strip()
+        if not status.isdigit() or len(status) > 3:
+            raise TransportError(self.name, f"shell output of {argv[:3]} ends in a bad exit status {status[:20]!r}")
+        return CommandResult(argv, int(status), output[:at], b"")
 
     # -- files --------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _sync(self, what: str) -> Iterator[adbutils.AdbConnection]:
+        """A sync connection whose every read gives up after ``stall_s`` without a byte."""
         self._wait_online()
+        caps = limits.current()
         try:
-            with self._dev.open_transport(timeout=60) as conn:
+            with self._dev.open_transport(timeout=caps.stall_s) as conn:
                 conn.send_command("sync:")
                 conn.check_okay()
                 yield conn
         except TransportError:
             raise
+        except (AdbTimeout, TimeoutError) as exc:
+            raise DeviceUnreachable(self.name, f"{what}: the device sent nothing and did not close; gave up "
+                                               f"after {caps.describe('stall_s')}") from exc
         except (AdbError, OSError, struct.error) as exc:
             raise DeviceUnreachable(self.name, f"{what} failed: {exc or type(exc).__name__}") from exc
 
@@ -234,10 +257,17 @@ class AdbDevice(Device):
 
     @staticmethod
     def _read(conn: adbutils.AdbConnection, n_bytes: int) -> bytes:
-        data = conn.read(n_bytes)
-        if len(data) != n_bytes:
-            raise AdbError("connection closed by the device")
-        return data
+        """Exactly ``n_bytes`` (callers check a length the device sent against its cap first)."""
+        return _recv_exact(conn, n_bytes, None)
+
+    def _packet_length(self, conn: adbutils.AdbConnection, what: str) -> int:
+        """A sync packet's 32-bit length, refused above ``sync_packet_bytes`` before anything is read."""
+        (length,) = struct.unpack("<I", self._read(conn, 4))
+        caps = limits.current()
+        if length > caps.sync_packet_bytes:
+            raise LimitExceeded(self.name, f"{what}: sync packet of {length} bytes",
+                                caps.describe("sync_packet_bytes"))
+        return length
 
     def _stat(self, conn: adbutils.AdbConnection, remote: str) -> tuple[int, int]:
         self._request(conn, b"STAT", remote.encode())
@@ -248,7 +278,7 @@ class AdbDevice(Device):
         return mode, size
 
     def _fail_message(self, conn: adbutils.AdbConnection) -> str:
-        (length,) = struct.unpack("<I", self._read(conn, 4))
+        length = self._packet_length(conn, "sync FAIL message")
         return self._read(conn, length).decode(errors="replace")
 
     def push(self, local: str, remote: str, *, progress: ProgressFn | None = None) -> None:
@@ -281,15 +311,21 @@ class AdbDevice(Device):
         if progress and total == 0:
             progress(0, 0)
 
-    def pull(self, remote: str, local: str, *, progress: ProgressFn | None = None) -> None:
+    def pull(self, remote: str, local: str, *, progress: ProgressFn | None = None,
+             max_bytes: int | None = None) -> None:
         target = Path(local)
         tmp = target.with_name(f".{target.name}.part")
+        caps = limits.current()
+        cap, limit = ((caps.pull_file_bytes, caps.describe("pull_file_bytes")) if max_bytes is None
+                      else (max_bytes, f"max_bytes = {max_bytes} bytes"))
         with self._sync(f"pull {remote} -> {local}") as conn:
             mode, total = self._stat(conn, remote)
             if mode == 0:
                 raise RemoteFileMissing(self.name, remote)
             if not stat.S_ISREG(mode):
                 raise TransportError(self.name, f"pull: {remote} is not a regular file (mode {mode:o})")
+            if total > cap:
+                raise LimitExceeded(self.name, f"pull of {remote} ({total} bytes)", limit)
             self._request(conn, b"RECV", remote.encode())
             done = 0
             try:
@@ -303,7 +339,10 @@ class AdbDevice(Device):
                             raise TransportError(self.name, f"pull {remote}: {self._fail_message(conn)}")
                         if reply != b"DATA":
                             raise TransportError(self.name, f"pull {remote}: unexpected reply {reply!r}")
-                        (length,) = struct.unpack("<I", self._read(conn, 4))
+                        length = self._packet_length(conn, f"pull {remote}")
+                        if done + length > cap:
+                            raise LimitExceeded(self.name, f"pull of {remote} (more than {cap} bytes sent)",
+                                                limit)
                         out.write(self._read(conn, length))
                         done += length
                         if progress:
@@ -330,11 +369,46 @@ class AdbDevice(Device):
         self._features = None
 
 
-def _num(text: str | None) -> float | None:
+def _recv_some(conn: adbutils.AdbConnection, n_bytes: int, deadline: float | None) -> bytes:
+    """Up to ``n_bytes`` (b"" when the device closed); by ``deadline`` or the connection's own timeout."""
+    if deadline is not None:
+        remaining_s = deadline - time.monotonic()
+        if remaining_s <= 0:
+            raise AdbTimeout("deadline")
+        conn.conn.settimeout(remaining_s)
     try:
-        return float(text) if text not in (None, "") else None
+        return conn.conn.recv(n_bytes)
+    except TimeoutError as exc:
+        raise AdbTimeout("no data before the deadline") from exc
+
+
+def _recv_exact(conn: adbutils.AdbConnection, n_bytes: int, deadline: float | None) -> bytes:
+    """Exactly ``n_bytes`` into one preallocated buffer (callers bound ``n_bytes`` first)."""
+    data = bytearray(n_bytes)
+    view, got = memoryview(data), 0
+    while got < n_bytes:
+        if deadline is not None:
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                raise AdbTimeout("deadline")
+            conn.conn.settimeout(remaining_s)
+        try:
+            count = conn.conn.recv_into(view[got:])
+        except TimeoutError as exc:
+            raise AdbTimeout("no data before the deadline") from exc
+        if not count:
+            raise AdbError("connection closed by the device")
+        got += count
+    return bytes(data)
+
+
+def _num(text: str | None) -> float | None:
+    """A finite number the device printed, else None ("nan", "inf" and 1e999 are not facts)."""
+    try:
+        value = float(text) if text not in (None, "") else None
     except ValueError:
         return None
+    return value if value is not None and math.isfinite(value) else None
 
 
 def parse_info(name: str, facts: dict[str, str]) -> DeviceInfo:

@@ -97,8 +97,12 @@ class Device(abc.ABC):
         """Copy a local file to ``remote`` (a full path on the device)."""
 
     @abc.abstractmethod
-    def pull(self, remote: str, local: str, *, progress: ProgressFn | None = None) -> None:
-        """Copy a device file to ``local``; a missing remote file is an error, never an empty file."""
+    def pull(self, remote: str, local: str, *, progress: ProgressFn | None = None,
+             max_bytes: int | None = None) -> None:
+        """Copy a device file to ``local``; a missing remote file is an error, never an empty file.
+
+        A file larger than ``max_bytes`` (default: the ``pull_file_bytes`` limit of ``edgekit.limits``)
+        is refused with ``LimitExceeded`` and nothing is left at ``local``."""
 
     @abc.abstractmethod
     def info(self) -> DeviceInfo:

@@ -17,6 +17,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from edgekit import limits
 from edgekit.devices.base import (
     CommandResult,
     CommandTimeout,
@@ -26,6 +27,7 @@ from edgekit.devices.base import (
     RemoteFileMissing,
     TransportError,
 )
+from edgekit.errors import LimitExceeded
 
 CHUNK_BYTES = 1 << 20
 
@@ -91,10 +93,17 @@ class LocalDevice(Device):
             raise TransportError(self.name, f"cannot push {local}: not a local file")
         self._copy(source, self._path(remote), progress)
 
-    def pull(self, remote: str, local: str, *, progress: ProgressFn | None = None) -> None:
+    def pull(self, remote: str, local: str, *, progress: ProgressFn | None = None,
+             max_bytes: int | None = None) -> None:
         source = self._path(remote)
         if not source.is_file():
             raise RemoteFileMissing(self.name, remote)
+        caps = limits.current()
+        cap, limit = ((caps.pull_file_bytes, caps.describe("pull_file_bytes")) if max_bytes is None
+                      else (max_bytes, f"max_bytes = {max_bytes} bytes"))
+        size = source.stat().st_size
+        if size > cap:
+            raise LimitExceeded(self.name, f"pull of {remote} ({size} bytes)", limit)
         self._copy(source, Path(local), progress)
 
     def info(self) -> DeviceInfo:

@@ -12,10 +12,14 @@ Behaviour users rely on:
 - argv is quoted element by element for the remote shell, so no name is ever interpreted;
 - a command that times out is killed on the device (its process group), not left running;
 - push/pull stream through the connection with a progress callback and land atomically (a temporary
-  name, then a rename); a missing remote file is an error, never an empty local file.
+  name, then a rename); a missing remote file is an error, never an empty local file;
+- what the board sends is bounded (``edgekit.limits``): a command's output stops at
+  ``command_output_bytes`` (the command is killed), a pull refuses a file over ``pull_file_bytes`` before
+  reading it and never reads past the size the board announced, and a pull during which the board
+  sends nothing for ``stall_s`` is given up.
 
 Every failure is a ``TransportError``: ``HostKeyRejected``, ``DeviceUnreachable``,
-``CommandTimeout``, ``RemoteFileMissing``. This module must not print or prompt.
+``CommandTimeout``, ``RemoteFileMissing``, ``LimitExceeded``. This module must not print or prompt.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import contextlib
 import os
 import re
 import secrets
+import select
 import shlex
 import shutil
 import subprocess
@@ -33,11 +38,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
+from edgekit import limits
 from edgekit.devices.base import CommandResult, Device, DeviceInfo, ProgressFn
 from edgekit.errors import (
     CommandTimeout,
     DeviceUnreachable,
     HostKeyRejected,
+    LimitExceeded,
     RemoteFileMissing,
     TransportError,
 )
@@ -47,6 +54,7 @@ _PID_MARKER = b"edgekit-pid "
 # Starts argv in a shell that first reports its pid (= its process group) so a timeout can kill it.
 _LAUNCH = "exec sh -c 'printf \"edgekit-pid %s\\n\" \"$$\"; exec \"$@\"' edgekit-run "
 _MISSING_EXIT = 44
+_SHORT_EXIT = 45
 _UNREACHABLE = re.compile(
     r"Connection refused|Connection timed out|No route to host|Could not resolve hostname|"
     r"Connection closed by|closed by remote host|Connection reset|Broken pipe|client_loop|"
@@ -142,9 +150,14 @@ class SshDevice(Device):
         argv = [str(a) for a in argv]
         if not argv:
             raise ValueError("argv must name a program")
+        caps = limits.current()
         proc = self._spawn(_LAUNCH + shlex.join(argv))
         stdout, stderr = bytearray(), bytearray()
-        readers = [_reader(proc.stdout, stdout), _reader(proc.stderr, stderr)]
+        overflow = threading.Event()
+        # The pid line comes on top of the command's own output.
+        cap = caps.command_output_bytes + len(_PID_MARKER) + 24
+        readers = [_reader(proc.stdout, stdout, cap, proc, overflow),
+                   _reader(proc.stderr, stderr, cap, proc, overflow)]
         try:
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired as exc:
@@ -153,6 +166,12 @@ class SshDevice(Device):
             for reader in readers:
                 reader.join(timeout=5)
             raise CommandTimeout(self.name, argv, timeout_s) from exc
+        if overflow.is_set():
+            # The shared connection still holds our pipes while the command runs there: end it first.
+            self._kill_remote(bytes(stdout))
+            for reader in readers:
+                reader.join(timeout=5)
+            raise LimitExceeded(self.name, f"output of command {argv[:3]}", caps.describe("command_output_bytes"))
         for reader in readers:
             reader.join()
         started, out = _strip_marker(bytes(stdout))
@@ -179,8 +198,13 @@ class SshDevice(Device):
             raise TransportError(self.name, f"cannot push {local}: not a local file")
         total = source.stat().st_size
         quoted = shlex.quote(remote)
-        command = (f"f={quoted}; d=$(dirname -- \"$f\") && mkdir -p -- \"$d\" && "
-                   "cat > \"$f.edgekit-part\" && mv -f -- \"$f.edgekit-part\" \"$f\"")
+        # The board renames only a complete copy: when the link drops, sshd ends ``cat`` with a plain
+        # end of input, and without the count a truncated file would take the final name.
+        command = (f"f={quoted}; n={total}; d=$(dirname -- \"$f\") && mkdir -p -- \"$d\" && "
+                   "cat > \"$f.edgekit-part\" && s=$(wc -c < \"$f.edgekit-part\") && "
+                   "if [ $s -eq $n ]; then mv -f -- \"$f.edgekit-part\" \"$f\"; else "
+                   "rm -f -- \"$f.edgekit-part\"; echo \"received $s of $n bytes\" >&2; "
+                   f"exit {_SHORT_EXIT}; fi")
         proc = self._spawn(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
         assert proc.stdin is not None
         stderr = bytearray()
@@ -211,30 +235,48 @@ class SshDevice(Device):
             raise self._failure(bytes(stderr), what)
         raise TransportError(self.name, f"{what}: {bytes(stderr).decode(errors='replace').strip()[-300:]}")
 
-    def pull(self, remote: str, local: str, *, progress: ProgressFn | None = None) -> None:
+    def pull(self, remote: str, local: str, *, progress: ProgressFn | None = None,
+             max_bytes: int | None = None) -> None:
+        caps = limits.current()
+        cap, limit = ((caps.pull_file_bytes, caps.describe("pull_file_bytes")) if max_bytes is None
+                      else (max_bytes, f"max_bytes = {max_bytes} bytes"))
         quoted = shlex.quote(remote)
         command = (f"f={quoted}; [ -f \"$f\" ] || "
                    f"{{ echo \"no such file: $f\" >&2; exit {_MISSING_EXIT}; }}; "
                    "wc -c < \"$f\" && exec cat -- \"$f\"")
         proc = self._spawn(command)
         assert proc.stdout is not None
+        stdout = _BoundedReader(proc.stdout.fileno(), caps.stall_s)
         stderr = bytearray()
-        reader = _reader(proc.stderr, stderr)
+        reader = _reader(proc.stderr, stderr, caps.command_output_bytes, proc)
         target = Path(local)
         part = target.with_name(target.name + ".edgekit-part")
         total, done = -1, 0
         try:
-            header = proc.stdout.readline()
+            header = stdout.line(caps.line_bytes)
             if header.strip().isdigit():
                 total = int(header)
+                if total > cap:
+                    raise LimitExceeded(self.name, f"pull of {remote} ({total} bytes)", limit)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with part.open("wb") as out:
-                    while chunk := proc.stdout.read(CHUNK_BYTES):
-                        out.write(chunk)
+                    # Never past the size announced: a file that grows while it is read is not followed.
+                    while chunk := stdout.read(min(CHUNK_BYTES, total + 1 - done)):
                         done += len(chunk)
+                        if done > total:
+                            raise TransportError(self.name, f"pull of {remote}: the board sent more than the "
+                                                            f"{total} bytes it announced")
+                        out.write(chunk)
                         if progress is not None:
                             progress(done, total)
-            proc.wait(timeout=60)
+            proc.wait(timeout=caps.stall_s)
+        except TransportError:
+            part.unlink(missing_ok=True)
+            raise
+        except (_Stalled, subprocess.TimeoutExpired) as exc:
+            part.unlink(missing_ok=True)
+            raise DeviceUnreachable(self.name, f"pull of {remote}: the board sent nothing and did not close; "
+                                               f"gave up after {caps.describe('stall_s')}") from exc
         finally:
             if proc.poll() is None:
                 _stop(proc)
@@ -312,11 +354,59 @@ def parse_info(name: str, transport: str, facts: dict[str, str]) -> DeviceInfo:
     )
 
 
-def _reader(stream: IO[bytes] | None, sink: bytearray) -> threading.Thread:
+class _Stalled(Exception):
+    """No byte within the stall limit (turned into ``DeviceUnreachable`` by the caller)."""
+
+
+class _BoundedReader:
+    """Reads a pipe with a bound on the time between bytes, so a silent board cannot hold a pull forever."""
+
+    def __init__(self, fd: int, stall_s: float) -> None:
+        self._fd = fd
+        self._stall_s = stall_s
+        self._pending = b""
+
+    def read(self, n_bytes: int) -> bytes:
+        """Up to ``n_bytes``; b"" at the end of the stream."""
+        if self._pending:
+            chunk, self._pending = self._pending[:n_bytes], self._pending[n_bytes:]
+            return chunk
+        readable, _, _ = select.select([self._fd], [], [], self._stall_s)
+        if not readable:
+            raise _Stalled
+        return os.read(self._fd, n_bytes)
+
+    def line(self, max_bytes: int) -> bytes:
+        """One line, at most ``max_bytes`` long; what was read past it is kept for ``read``."""
+        data = b""
+        while b"\n" not in data:
+            if len(data) > max_bytes:
+                return data  # not a size header: the caller treats it as a failed pull
+            chunk = self.read(65536)
+            if not chunk:
+                return data
+            data += chunk
+        line, _, self._pending = data.partition(b"\n")
+        return line + b"\n"
+
+
+def _reader(stream: IO[bytes] | None, sink: bytearray, cap: int | None = None,
+            proc: subprocess.Popen[bytes] | None = None,
+            overflow: threading.Event | None = None) -> threading.Thread:
+    """A thread copying ``stream`` into ``sink``; past ``cap`` bytes it sets ``overflow`` and kills
+    ``proc`` (the local ssh) instead of buffering without end."""
+
     def pump() -> None:
         if stream is None:
             return
         while chunk := os.read(stream.fileno(), 65536):
+            if cap is not None and len(sink) + len(chunk) > cap:
+                if overflow is not None:
+                    overflow.set()
+                if proc is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                return
             sink.extend(chunk)
 
     thread = threading.Thread(target=pump, daemon=True)

@@ -82,8 +82,26 @@ class BoardProcess:
         self._signal(signal.SIGTERM, grace_s)
 
     def kill(self) -> None:
-        """SIGKILL the board, as when a device loses power."""
+        """SIGKILL the board, as when a device loses power: everything on it at once.
+
+        Returns only when nothing of the board runs any more, so its connections are closed before the
+        caller's next step. Killing the serve process alone is not enough: its sandbox dies after it,
+        through a chain of parent-death signals, and on a busy host a push could still complete on the
+        dying board meanwhile.
+        """
+        sandbox = self._sandbox_pids()
+        for pid in sandbox:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # the pid namespace's init: the kernel kills all it holds
         self._signal(signal.SIGKILL, 5.0)
+        _wait_dead(sandbox, timeout_s=10.0)
+
+    def _sandbox_pids(self) -> list[int]:
+        """The sandbox (bwrap) process and its child, the init of the board's pid namespace."""
+        root = self.ready.get("sshd_pid")
+        if self.proc is None or self.proc.poll() is not None or not isinstance(root, int):
+            return []
+        return [root, *_children(root)]
 
     def _signal(self, signum: int, grace_s: float) -> None:
         if self.proc is None:
@@ -122,3 +140,39 @@ class BoardProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, ...); None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rpartition(")")[2].split()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        fields = _stat_fields(int(entry)) if entry.isdigit() else None
+        if fields and len(fields) > 1 and fields[1] == str(pid):
+            found.append(int(entry))
+    return found
+
+
+def _wait_dead(pids: list[int], timeout_s: float) -> None:
+    """Wait until each of ``pids`` has exited. A pid namespace's init exits only once every process in
+    the namespace has, so this also waits for the board's sshd and its sessions."""
+    deadline = time.monotonic() + timeout_s
+    for pid in pids:
+        try:
+            pidfd = os.pidfd_open(pid)  # readable once the process has exited
+        except OSError:
+            continue  # already gone
+        try:
+            remaining_s = max(0.0, deadline - time.monotonic())
+            readable, _, _ = select.select([pidfd], [], [], remaining_s)
+            if not readable:
+                raise EmulatorError(f"board process {pid} still runs {timeout_s:g}s after SIGKILL")
+        finally:
+            os.close(pidfd)

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edgekit import limits
 from edgekit.devices.base import CommandResult, Device
-from edgekit.errors import DeviceUnreachable, EdgekitError, RemoteFileMissing
+from edgekit.errors import DeviceUnreachable, EdgekitError, LimitExceeded, RemoteFileMissing
 from edgekit.profile.conditioning import Conditioning
 
 TRACE_FILES = ("trace.jsonl", "summary.json", "runner.stderr")
@@ -25,13 +26,25 @@ TRACE_FILES = ("trace.jsonl", "summary.json", "runner.stderr")
 
 def pull_files(device: Device, remote_dir: str, local_dir: Path) -> list[str]:
     """Pull the run's files that exist; the names pulled. A file the device does not have is skipped; a drop
-    (``DeviceUnreachable``) is raised: the files may well be there, so it is not "no trace"."""
+    (``DeviceUnreachable``) is raised: the files may well be there, so it is not "no trace".
+
+    All of them together stay under the ``pull_run_bytes`` limit (each also under ``pull_file_bytes``);
+    a file over what is left raises ``LimitExceeded`` naming the limit rather than being skipped."""
     local_dir.mkdir(parents=True, exist_ok=True)
+    caps = limits.current()
+    left = caps.pull_run_bytes
     pulled = []
     for name in TRACE_FILES:
-        with contextlib.suppress(RemoteFileMissing):
-            device.pull(posixpath.join(remote_dir, name), str(local_dir / name))
-            pulled.append(name)
+        local = local_dir / name
+        try:
+            device.pull(posixpath.join(remote_dir, name), str(local), max_bytes=min(left, caps.pull_file_bytes))
+        except LimitExceeded as exc:
+            limit = caps.describe("pull_run_bytes" if left < caps.pull_file_bytes else "pull_file_bytes")
+            raise LimitExceeded(device.name, exc.what, limit) from exc
+        except RemoteFileMissing:
+            continue
+        pulled.append(name)
+        left -= local.stat().st_size
     return pulled
 
 

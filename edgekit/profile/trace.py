@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgekit import limits
 from edgekit.errors import TraceError
 
 SCHEMA_VERSION = 1
@@ -277,8 +278,16 @@ def parse_bytes(path: Path, data: bytes) -> Trace:
 
 
 def read_bytes(path: Path) -> bytes:
+    """The file's bytes, refused (before reading them) over the ``trace_file_bytes`` limit."""
+    caps = limits.current()
     try:
-        return Path(path).read_bytes()
+        with Path(path).open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            data = b"" if size > caps.trace_file_bytes else fh.read(caps.trace_file_bytes + 1)
+        if size > caps.trace_file_bytes or len(data) > caps.trace_file_bytes:
+            raise TraceError(path, f"the file ({max(size, len(data))} bytes) is over the limit "
+                                   f"{caps.describe('trace_file_bytes')}")
+        return data
     except FileNotFoundError as exc:
         raise TraceError(path, "file does not exist") from exc
     except OSError as exc:

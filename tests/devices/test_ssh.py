@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 
 from edgekit.devices.base import DeviceUnreachable
 from edgekit.devices.ssh import HostKeyRejected, SshDevice
+from edgekit.errors import LimitExceeded, TransportError
 from tests.fixtures.board import BoardFactory, BoardHandle
 
 
@@ -147,3 +150,115 @@ def test_board_killed_mid_push_then_retry_after_restart(make_board: BoardFactory
         remote_sum = dev.run(["sha256sum", "/home/edgekit/model.bin"], check=True).text().split()[0]
         assert remote_sum == hashlib.sha256(source.read_bytes()).hexdigest()
         assert "model.bin.edgekit-part" not in dev.run(["ls", "/home/edgekit"], check=True).text()
+
+
+def test_pull_of_a_4_gb_file_is_refused_before_reading_it(device: SshDevice, tmp_path: Path) -> None:
+    """A sparse 4 GB file on the board (no disk spent) is refused from its announced size, at once."""
+    device.run(["truncate", "-s", "4G", "/home/edgekit/huge.bin"], check=True)
+    try:
+        start = time.monotonic()
+        with pytest.raises(LimitExceeded, match=r"pull of /home/edgekit/huge\.bin \(4294967296 bytes\): over the "
+                                                r"limit pull_file_bytes = \d+ bytes \(EDGEKIT_LIMIT_PULL_FILE_BYTES"):
+            device.pull("/home/edgekit/huge.bin", str(tmp_path / "huge.bin"))
+        assert time.monotonic() - start < 10
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        device.run(["rm", "-f", "/home/edgekit/huge.bin"])
+
+
+def test_command_output_over_its_limit_stops_and_the_command_is_killed(
+        device: SshDevice, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEKIT_LIMIT_COMMAND_OUTPUT_BYTES", str(1 << 20))
+    with pytest.raises(LimitExceeded, match=r"output of command .*over the limit command_output_bytes = 1048576"):
+        device.run(["sh", "-c", "head -c 8000000 /dev/zero; exec sleep 1001"], timeout_s=30)
+    assert "sleep 1001" not in _board_commands(device)
+    assert device.run(["echo", "ok"], check=True).stdout == b"ok\n"  # the connection still serves
+
+
+def test_silent_peer_is_given_up_within_the_stall_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 'board' that accepts the connection and then sends nothing and does not close."""
+    monkeypatch.setenv("EDGEKIT_LIMIT_STALL_S", "1")
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        with SshDevice("127.0.0.1", port=port, known_hosts=known_hosts, ssh_config=os.devnull) as dev:
+            start = time.monotonic()
+            with pytest.raises(DeviceUnreachable, match=r"sent nothing and did not close.*stall_s = 1 s"):
+                dev.pull("/home/edgekit/trace.jsonl", str(tmp_path / "trace.jsonl"))
+            assert time.monotonic() - start < 5
+    assert not (tmp_path / "trace.jsonl").exists()
+
+
+def _live_in_namespace(pid_ns: str) -> list[int]:
+    """Host pids of the processes in pid namespace ``pid_ns`` that have not exited (zombies excluded)."""
+    live = []
+    for entry in os.listdir("/proc"):
+        try:
+            if (entry.isdigit() and os.readlink(f"/proc/{entry}/ns/pid") == pid_ns
+                    and Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[0] != "Z"):
+                live.append(int(entry))
+        except OSError:
+            continue
+    return live
+
+
+def test_killed_board_runs_nothing_once_kill_returns(make_board: BoardFactory, tmp_path: Path) -> None:
+    """A power loss is instant: when ``kill`` returns mid-push, no process of the board (its sshd, the
+    session carrying the push) may still run, or the push can complete on a board that is 'dead' (the
+    flaky mid-push test: the sandbox used to die a moment after the serve process, through parent-death
+    signals, and on a busy host the rest of a 48 MB push got through meanwhile)."""
+    board = make_board("pi-gone")
+    source = tmp_path / "model.bin"
+    source.write_bytes(os.urandom(16 << 20))
+    sandbox = board.process.ready["sshd_pid"]
+    init = int(Path(f"/proc/{sandbox}/task/{sandbox}/children").read_text().split()[0])
+    pid_ns = os.readlink(f"/proc/{init}/ns/pid")
+    left: list[list[int]] = []
+
+    def pull_the_plug(done: int, total: int) -> None:
+        if done >= 4 << 20 and not left:
+            assert len(_live_in_namespace(pid_ns)) >= 3  # init, sshd, the session carrying the push
+            board.process.kill()
+            left.append(_live_in_namespace(pid_ns))
+
+    with (SshDevice(board.alias, ssh_config=board.ssh_config, known_hosts=board.known_hosts) as dev,
+          pytest.raises(DeviceUnreachable)):
+        dev.push(str(source), "/home/edgekit/model.bin", progress=pull_the_plug)
+    assert left == [[]]
+
+
+def test_pull_never_reads_past_the_size_the_board_announced(device: SshDevice, tmp_path: Path) -> None:
+    """A file that grows while it is pulled is not followed to its end (a log being written could be
+    endless). /proc/self/cmdline is one such file, deterministically: the size is read by ``wc`` (its
+    command line, 6 bytes), the content by ``cat`` (a longer one)."""
+    with pytest.raises(TransportError, match=r"sent more than the 6 bytes it announced"):
+        device.pull("/proc/self/cmdline", str(tmp_path / "cmdline"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_link_dropped_mid_push_leaves_nothing_at_the_final_name(make_board: BoardFactory, tmp_path: Path) -> None:
+    """The link drops (the client end of the connection goes away) while the board stays up: sshd ends
+    the board's side with a plain end of input, so the board must check it got every byte before the
+    rename, or a truncated file takes the final name while the host is told the push failed."""
+    board = make_board("pi-link")
+    source = tmp_path / "model.bin"
+    source.write_bytes(os.urandom(16 << 20))
+    with SshDevice(board.alias, ssh_config=board.ssh_config, known_hosts=board.known_hosts) as dev:
+        dev.run(["true"], check=True)
+        dropped: list[int] = []
+
+        def drop_the_link(done: int, total: int) -> None:
+            if done >= 4 << 20 and not dropped:
+                dropped.append(done)
+                subprocess.run([*dev._base, "-O", "exit", "--", dev.host], capture_output=True, timeout=30,
+                               check=False)
+
+        with pytest.raises(DeviceUnreachable):
+            dev.push(str(source), "/home/edgekit/model.bin", progress=drop_the_link)
+        assert dropped
+        # The board finishes its side on its own; wait (bounded) until the partial copy is dealt with.
+        deadline = time.monotonic() + 15
+        while "model.bin.edgekit-part" in dev.run(["ls", "-a", "/home/edgekit"], check=True).text():
+            assert time.monotonic() < deadline, "the board never finished the dropped push"
+        assert "model.bin" not in dev.run(["ls", "-a", "/home/edgekit"], check=True).text()
