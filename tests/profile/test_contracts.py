@@ -81,3 +81,23 @@ def test_both_agents_get_the_same_flags_and_prompt_ids(tmp_path: Path) -> None:
     assert flags["--artifact-sha256"] == sha == manifest.address() and flags["--model"] == "/w/artifacts/x/model.pte"
     ids = run_inputs(manifest, workload, {"name": "d"})[PROMPT_IDS].split()
     assert [int(i) for i in ids] == workload.prompt_ids(manifest.model.vocab_size) and len(ids) == 7
+
+
+@pytest.mark.parametrize(("field", "bad"), [("files", "../../etc/passwd"), ("files", "/etc/passwd"),
+                                            ("artifact", "../model.pte"), ("runtime", "executorch; import os")])
+def test_a_manifest_naming_paths_or_code_is_refused_when_read(tmp_path: Path, field: str, bad: str) -> None:
+    # A cached or downloaded manifest is input: its file names become paths and its runtime becomes code on
+    # the device, so both are checked when it is read (one ArtifactError line naming the file).
+    import json
+
+    from edgekit.errors import ArtifactError
+
+    path, _ = write_artifact(tmp_path / "a", ArtifactSpec())
+    data = json.loads(path.read_text())
+    if field == "files":
+        data["files"][0]["name"] = bad
+    else:
+        data[field] = bad
+    path.write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match=str(path)):
+        read_manifest(path)
