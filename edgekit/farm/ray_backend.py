@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgekit import paths
-from edgekit.errors import ConfigError, UnknownName
+from edgekit import limits, paths
+from edgekit.errors import ConfigError, LimitExceeded, UnknownName
 from edgekit.farm.backend import Job, JobOutcome, OutcomeStatus, device_resource
 from edgekit.farm.ray_node import (
     INVENTORY_ENV,
@@ -104,8 +104,20 @@ def _unpack_artifact(sha: str, box: list[Any]) -> Path:
     return target
 
 
-def _read_tree(directory: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+# What the host writes into a trace folder beside the pulled files (host.json, metrics.json).
+_HOST_FILES_BYTES = 16 << 20
+
+
+def _read_tree(directory: Path, device: str) -> dict[str, bytes]:
+    """A trace folder as the bytes Ray ships to the driver: refused (``LimitExceeded``) from the files'
+    sizes, before any is read, when it holds more than one run may pull (plus the host's own files), so a
+    broken device cannot make the node, then the driver, hold more than that."""
+    files = [p for p in sorted(directory.rglob("*")) if p.is_file()]
+    caps = limits.current()
+    total = sum(p.stat().st_size for p in files)
+    if total > caps.pull_run_bytes + _HOST_FILES_BYTES:
+        raise LimitExceeded(device, f"trace folder {directory.name} ({total} bytes)", caps.describe("pull_run_bytes"))
+    return {str(p.relative_to(directory)): p.read_bytes() for p in files}
 
 
 def node_job(job: Job, box: list[Any]) -> dict[str, Any]:
@@ -127,8 +139,13 @@ def node_job(job: Job, box: list[Any]) -> dict[str, Any]:
     result: dict[str, Any] = {"status": outcome.status, "reason": outcome.reason, "seconds": outcome.seconds,
                               **where}
     if outcome.trace_dir is not None:
+        try:
+            files = _read_tree(outcome.trace_dir, job.device)
+        except LimitExceeded as exc:
+            status, reason = classify(exc)
+            return {**result, "status": status, "reason": reason}
         result["trace_name"] = outcome.trace_dir.name
-        result["files"] = _read_tree(outcome.trace_dir)
+        result["files"] = files
     return result
 
 

@@ -55,3 +55,21 @@ def test_a_runtime_name_that_is_not_a_known_runtime_never_becomes_code_on_the_de
     with pytest.raises(WorkloadError, match="drives onnxruntime-genai, onnxruntime, executorch artifacts, not"):
         check_runtime(device, sys.executable, hostile)
     assert not marker.exists()
+
+
+def test_a_trace_folder_over_the_run_limit_is_refused_by_its_node_unread(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # What a node ships to the driver is held in memory on both: a folder over what one run may pull (plus
+    # the host's own files) is refused from its sizes, before a byte of it is read.
+    from edgekit.errors import LimitExceeded
+    from edgekit.farm.ray_backend import _read_tree
+
+    trace = tmp_path / "run-1"
+    trace.mkdir()
+    (trace / "host.json").write_text("{}")
+    assert _read_tree(trace, "pi") == {"host.json": b"{}"}
+    with open(trace / "trace.jsonl", "wb") as f:  # sparse: no disk, no memory
+        f.truncate(40 << 20)
+    monkeypatch.setenv("EDGEKIT_LIMIT_PULL_RUN_BYTES", "1000000")
+    with pytest.raises(LimitExceeded, match=r"trace folder run-1 \(41943042 bytes\).*pull_run_bytes = 1000000"):
+        _read_tree(trace, "pi")
