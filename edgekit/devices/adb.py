@@ -20,6 +20,7 @@ boundary.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import re
@@ -27,8 +28,9 @@ import shlex
 import stat
 import struct
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import adbutils
 from adbutils.errors import AdbConnectionError, AdbError, AdbTimeout
@@ -46,6 +48,7 @@ from edgekit.errors import (
 
 DEFAULT_WORKDIR = "/data/local/tmp/edgekit"
 _SYNC_CHUNK_BYTES = 64 * 1024
+T = TypeVar("T")
 _V1_EXIT_MARKER = "EDGEKIT-EXIT:"
 _SHELL_STDOUT, _SHELL_STDERR, _SHELL_EXIT = 1, 2, 3  # shell protocol v2 packet ids
 _INFO_SCRIPT = r"""
@@ -369,17 +372,22 @@ class AdbDevice(Device):
         self._features = None
 
 
-def _recv_some(conn: adbutils.AdbConnection, n_bytes: int, deadline: float | None) -> bytes:
-    """Up to ``n_bytes`` (b"" when the device closed); by ``deadline`` or the connection's own timeout."""
+def _recv_by(conn: adbutils.AdbConnection, deadline: float | None, recv: Callable[[], T]) -> T:
+    """``recv()`` on ``conn`` by ``deadline`` (None: the connection's own timeout); AdbTimeout when late."""
     if deadline is not None:
         remaining_s = deadline - time.monotonic()
         if remaining_s <= 0:
             raise AdbTimeout("deadline")
         conn.conn.settimeout(remaining_s)
     try:
-        return conn.conn.recv(n_bytes)
+        return recv()
     except TimeoutError as exc:
         raise AdbTimeout("no data before the deadline") from exc
+
+
+def _recv_some(conn: adbutils.AdbConnection, n_bytes: int, deadline: float | None) -> bytes:
+    """Up to ``n_bytes`` (b"" when the device closed); by ``deadline`` or the connection's own timeout."""
+    return _recv_by(conn, deadline, functools.partial(conn.conn.recv, n_bytes))
 
 
 def _recv_exact(conn: adbutils.AdbConnection, n_bytes: int, deadline: float | None) -> bytes:
@@ -387,15 +395,7 @@ def _recv_exact(conn: adbutils.AdbConnection, n_bytes: int, deadline: float | No
     data = bytearray(n_bytes)
     view, got = memoryview(data), 0
     while got < n_bytes:
-        if deadline is not None:
-            remaining_s = deadline - time.monotonic()
-            if remaining_s <= 0:
-                raise AdbTimeout("deadline")
-            conn.conn.settimeout(remaining_s)
-        try:
-            count = conn.conn.recv_into(view[got:])
-        except TimeoutError as exc:
-            raise AdbTimeout("no data before the deadline") from exc
+        count = _recv_by(conn, deadline, functools.partial(conn.conn.recv_into, view[got:]))
         if not count:
             raise AdbError("connection closed by the device")
         got += count
