@@ -75,6 +75,18 @@ def _release(holder: subprocess.Popen) -> None:
     assert holder.wait(timeout=60) == 0
 
 
+def _finish_after_waiting(proc: subprocess.Popen, holder: subprocess.Popen) -> tuple[bytes, bytes]:
+    """Once ``proc`` says it waits for the store, let ``holder`` go; ``proc``'s output when it is done."""
+    try:
+        _await_line(proc, "stderr", "in use by another edgekit process; waiting up to")
+        _release(holder)
+        return proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def _cli(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", _SHIM, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=dict(os.environ))  # fmt: skip
@@ -83,14 +95,7 @@ def _cli(*args: str) -> subprocess.Popen:
 def test_two_edgekit_processes_writing_at_once_both_runs_are_stored(edgekit_home, tmp_path, holder):
     mine, _, _ = make_profile(tmp_path, "mine", SPEC, ArtifactSpec())
     second = _cli("ingest", str(mine))
-    try:
-        _await_line(second, "stderr", "in use by another edgekit process; waiting up to")
-        _release(holder)
-        out, err = second.communicate(timeout=120)
-    finally:
-        if second.poll() is None:
-            second.kill()
-            second.communicate()
+    out, err = _finish_after_waiting(second, holder)
     assert second.returncode == 0, err
     assert b"stored as trace" in out
     with Store(read_only=True) as store:
@@ -103,14 +108,7 @@ def test_a_read_only_command_waits_for_the_writer_and_deletes_nothing(edgekit_ho
     stray = samples / ("f" * 64 + ".parquet")  # what a writer has renamed into place but not yet committed
     stray.write_bytes(b"not yet committed")
     report = _cli("report", "--format", "json")
-    try:
-        _await_line(report, "stderr", "in use by another edgekit process; waiting up to")
-        _release(holder)
-        out, err = report.communicate(timeout=120)
-    finally:
-        if report.poll() is None:
-            report.kill()
-            report.communicate()
+    out, err = _finish_after_waiting(report, holder)
     assert report.returncode == 0, err
     assert {cell["device_id"] for cell in json.loads(out)["cells"]} == {"pixel-8"}
     assert stray.read_bytes() == b"not yet committed"
