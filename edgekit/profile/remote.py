@@ -129,8 +129,11 @@ class Attempt:
         return (self.end_ns - self.start_ns) / 1e9
 
 
-def reopen_device(reopen: Callable[[], Device], wait_s: float) -> Device:
-    """A freshly connected device, trying again (with backoff) while it is still coming back."""
+def reopen_device(lost: Device, reopen: Callable[[], Device], wait_s: float) -> Device:
+    """``lost`` closed and a freshly connected device in its place, trying again (with backoff) while it is
+    still coming back."""
+    with contextlib.suppress(EdgekitError):
+        lost.close()
     deadline = time.monotonic() + wait_s
     delay_s = 0.5
     while True:

@@ -168,9 +168,7 @@ def profile_on(
             raise ProfileTimeout(device.name, workload.effective_timeout_s, trace_dir, left) from exc
         except DeviceUnreachable as exc:
             if attempts <= request.retries and reopen is not None:
-                with contextlib.suppress(EdgekitError):
-                    device.close()
-                device = remote.reopen_device(reopen, REOPEN_WAIT_S)
+                device = remote.reopen_device(device, reopen, REOPEN_WAIT_S)
             left = _stop_lost_attempt(device, remote_dir)
             remote.keep_partial(device, remote_dir, trace_dir / f"attempt-{attempts}", str(exc))
             if attempts > request.retries:
@@ -190,9 +188,7 @@ def profile_on(
         except DeviceUnreachable:
             if pulls > request.retries or reopen is None:
                 raise
-            with contextlib.suppress(EdgekitError):
-                device.close()
-            device = remote.reopen_device(reopen, REOPEN_WAIT_S)
+            device = remote.reopen_device(device, reopen, REOPEN_WAIT_S)
     metrics = compute_metrics(trace, manifest)
     remote.write_json(trace_dir / "metrics.json", metrics.to_dict())
     with contextlib.suppress(EdgekitError):
