@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class Exporter:
         self.pairs = pairs
         self.root = paths.home() / "farm" / farm.name / "artifacts"
         self._done: dict[tuple[str, str], Artifact] = {}
+        self._current: tuple[str, str] | None = None
         self._lock = threading.Lock()
         self.thread = threading.Thread(target=self._loop, name="farm-export", daemon=True)
         self.stop = threading.Event()
@@ -42,13 +44,29 @@ class Exporter:
         with self._lock:
             return self._done.get(pair)
 
+    def close(self, say: Callable[[str], None]) -> None:
+        """Start no further export and wait for the one under way, which cannot be stopped halfway. A thread
+        left exporting would write into the cache after the farm returned, and would trace beside the next
+        export in this process (torch's tracing state is global: the two graphs mix)."""
+        self.stop.set()
+        if self.thread.ident is None:
+            return
+        with self._lock:
+            current = self._current
+        if self.thread.is_alive() and current is not None:
+            say(f"waiting for the export of {current[0]} with {current[1]} to finish")
+        self.thread.join()
+
     def _loop(self) -> None:
         for pair in self.pairs:
             if self.stop.is_set():
                 return
+            with self._lock:
+                self._current = pair
             result = self._export(*pair)
             with self._lock:
                 self._done[pair] = result
+                self._current = None
 
     def _export(self, model: str, recipe_name: str) -> Artifact:
         from edgekit.devices.push import digest_artifact

@@ -380,7 +380,7 @@ def run_farm(farm: Farm, backend: Backend | None = None, *, console: Console | N
             exporter.start()
             _Driver(farm, backend, view, devices, exporter, result).loop(stop, grace_s)
     finally:
-        exporter.stop.set()
+        exporter.close(lambda line: console.print(line, highlight=False))
         backend.close()
     result.wall_s = time.monotonic() - started
     return result

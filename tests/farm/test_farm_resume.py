@@ -5,6 +5,7 @@ up on leaves no agent running on its device."""
 from __future__ import annotations
 
 import concurrent.futures
+import io
 import re
 import signal
 import sys
@@ -13,7 +14,9 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 import yaml
+from rich.console import Console
 
 from edgekit.export.recipes import recipes_dir
 from edgekit.farm.backend import Job, JobOutcome
@@ -68,6 +71,46 @@ def test_an_edited_recipe_file_is_a_new_cell_and_resume_runs_it_again(tmp_path: 
     recipe_path.write_text(yaml.safe_dump(recipe))
     assert _stopped_run(farm_path) == 0  # edited: the stored cell is stale, the cell runs again
     assert store_rows("SELECT count(*) FROM farm_cells WHERE farm = 'edits' AND status = 'ok'")[0][0] == 1
+
+
+def test_a_stopped_farm_returns_only_after_the_export_under_way(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # An export cannot be stopped halfway. A farm that returned beside it left a thread writing into the cache
+    # and tracing beside the next export in the same process (a later test's torch.export failed with a
+    # graph holding the farm's reference model).
+    from edgekit.farm import exporter as farm_exporter
+    from edgekit.farm.config import load_farm
+    from edgekit.farm.scheduler import run_farm
+
+    started: list[tuple[str, str]] = []
+    finished: list[tuple[str, str]] = []
+
+    def slow_export(self: farm_exporter.Exporter, model: str, recipe: str) -> farm_exporter.Artifact:
+        started.append((model, recipe))
+        self.stop.wait(30)  # the farm is stopped while this export runs ...
+        time.sleep(1.0)  # ... which still takes a while
+        finished.append((model, recipe))
+        return farm_exporter.Artifact(error="not exported (test)")
+
+    monkeypatch.setattr(farm_exporter.Exporter, "_export", slow_export)
+    farm_path = write_farm(tmp_path / "farm.yaml", name="stop-export", recipes=["onnx-fp32", "onnx-int8"],
+                           devices=["board-x"])
+    stop = threading.Event()
+
+    def stop_once_exporting() -> None:
+        deadline = time.monotonic() + 30
+        while not started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stop.set()
+
+    threading.Thread(target=stop_once_exporting, daemon=True).start()
+    out = io.StringIO()
+    result = run_farm(load_farm(farm_path), _NoJobs(), console=Console(file=out, width=200), live=False,
+                      stop=stop, grace_s=0.0)
+    assert result.interrupted
+    assert finished == started == [("tiny-llama", "onnx-fp32")], "returned during the export, or began the next"
+    assert not [t for t in threading.enumerate() if t.name == "farm-export"]
+    assert "waiting for the export of tiny-llama with onnx-fp32 to finish" in out.getvalue()
 
 
 def _agents_under(marker: str) -> list[int]:
