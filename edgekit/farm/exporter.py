@@ -27,7 +27,7 @@ class Artifact:
 class Exporter:
     """Exports (model, recipe) pairs in a daemon thread, in the order given, and keeps the outcomes."""
 
-    def __init__(self, farm: Farm, pairs: list[tuple[str, str]]) -> None:
+    def __init__(self, farm: Farm, pairs: list[tuple[str, str]], run_stop: threading.Event | None = None) -> None:
         self.farm = farm
         self.pairs = pairs
         self.root = paths.home() / "farm" / farm.name / "artifacts"
@@ -36,6 +36,7 @@ class Exporter:
         self._lock = threading.Lock()
         self.thread = threading.Thread(target=self._loop, name="farm-export", daemon=True)
         self.stop = threading.Event()
+        self._run_stop = run_stop  # the farm's own stop: a farm stopped before the thread looks exports nothing
 
     def start(self) -> None:
         self.thread.start()
@@ -59,7 +60,7 @@ class Exporter:
 
     def _loop(self) -> None:
         for pair in self.pairs:
-            if self.stop.is_set():
+            if self.stop.is_set() or (self._run_stop is not None and self._run_stop.is_set()):
                 return
             with self._lock:
                 self._current = pair

@@ -367,7 +367,7 @@ def run_farm(farm: Farm, backend: Backend | None = None, *, console: Console | N
         devices[cell.device].queue.append(_Pending(cell))
         devices[cell.device].row.total += 1
     pairs = list(dict.fromkeys((c.model, c.recipe) for c in todo))
-    exporter = Exporter(farm, pairs)
+    exporter = Exporter(farm, pairs, stop)
     view = FarmView(f"farm {farm.name}", [d.row for d in devices.values()], console, live)
     if result.skipped:
         console.print(f"resuming farm '{farm.name}': {result.skipped} of {len(cells)} cells already in the "

@@ -113,6 +113,23 @@ def test_a_stopped_farm_returns_only_after_the_export_under_way(tmp_path: Path,
     assert "waiting for the export of tiny-llama with onnx-fp32 to finish" in out.getvalue()
 
 
+def test_a_farm_stopped_before_it_starts_exports_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The export thread looked only at its own stop flag, which the driver sets a moment later: a farm
+    # stopped before it started could begin an export (and, before that was fixed, return beside it).
+    from edgekit.farm import exporter as farm_exporter
+
+    started: list[tuple[str, str]] = []
+
+    def export(self: farm_exporter.Exporter, model: str, recipe: str) -> farm_exporter.Artifact:
+        started.append((model, recipe))
+        return farm_exporter.Artifact(error="not exported (test)")
+
+    monkeypatch.setattr(farm_exporter.Exporter, "_export", export)
+    for _ in range(5):  # the race it closes was lost most times, not every time
+        assert _stopped_run(write_farm(tmp_path / "farm.yaml", name="stopped", devices=["board-x"])) == 0
+    assert started == []
+
+
 def _agents_under(marker: str) -> list[int]:
     """Pids of agent processes on this host (the ``local`` device) whose command line has ``marker``."""
     found = []
