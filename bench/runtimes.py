@@ -32,6 +32,7 @@ import functools
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -156,10 +157,36 @@ def drives(runner: str, artifact: Path, device: str) -> bool:
     return read_manifest(artifact).runtime in runners()[runner].runtimes()  # type: ignore[index]
 
 
+def _over_rounds(rounds: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[dict[str, Any], dict[str, Any],
+                                                                            dict[str, float]]:  # fmt: skip
+    """A row's figures from its rounds: edgekit's and the peer's numbers each the median over the rounds, and
+    each ratio the median of the rounds' own ratios (a round divides figures taken seconds apart)."""
+
+    def medians(figures: list[dict[str, Any]]) -> dict[str, Any]:
+        out = dict(figures[0])
+        for key, value in figures[0].items():
+            if isinstance(value, float | int) and not isinstance(value, bool):
+                out[key] = statistics.median(f[key] for f in figures)
+        return out
+
+    ratios = {f"{kind}_ratio": statistics.median(e[f"{kind}_tok_s"] / r[f"{kind}_tok_s"] for e, r in rounds)
+              for kind in ("prefill", "decode")}  # fmt: skip
+    return medians([e for e, _ in rounds]), medians([r for _, r in rounds]), ratios
+
+
+def _with_range(row: dict[str, Any], kind: str) -> str:
+    """``1.02 (0.99-1.04)``: the row's ratio and the range of its rounds' (just the ratio for one round)."""
+    each = [r[f"{kind}_ratio"] for r in row.get("rounds", [])]
+    ratio = f"{row[f'{kind}_ratio']:.2f}"
+    return f"{ratio} ({min(each):.2f}-{max(each):.2f})" if len(each) > 1 else ratio
+
+
 def markdown(report: dict[str, Any]) -> str:
     p = report["prompt_len"]
     lines = [f"SmolLM2-135M, P={p} G={report['gen_len']}, {report['runs']} runs each (edgekit: median; "
-             f"llama-bench: mean), llama-bench run on the same device right before each row.", "",
+             f"llama-bench: mean), in {report.get('rounds', 1)} rounds per row with llama-bench on the same device "
+             "(alternately before and after edgekit); figures: the median over the rounds, ratios: the median of "
+             "the rounds' ratios, with their range.", "",
              "| threads | recipe | device | runtime | runner | size MB | prefill tok/s | decode tok/s "
              f"| llama-bench pp{p} | llama-bench tg{report['gen_len']} @ d{p} | prefill ratio | decode ratio |",
              "|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
@@ -167,7 +194,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {row['threads']} | {row['recipe']} | {row['device']} | {row['runtime']} | {row['runner']} "
                      f"| {row['size_mb']:.1f} | {row['prefill_tok_s']:.1f} | {row['decode_tok_s']:.1f} "
                      f"| {row['peer']['prefill_tok_s']:.1f} | {row['peer']['decode_tok_s']:.1f} "
-                     f"| {row['prefill_ratio']:.2f} | {row['decode_ratio']:.2f} |")  # fmt: skip
+                     f"| {_with_range(row, 'prefill')} | {_with_range(row, 'decode')} |")  # fmt: skip
     eight = [r for r in report["rows"] if "decode_ratio_q8_0" in r]
     if eight:
         lines += ["", "8-bit rows beside llama.cpp's 8-bit file (llama-quantize Q8_0 of the same model, llama-bench "
@@ -191,6 +218,8 @@ def main() -> None:
     parser.add_argument("--prompt-len", type=int, default=50)
     parser.add_argument("--gen-len", type=int, default=50)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="peer and edgekit rounds per row, alternating which goes first; the median round counts")
     parser.add_argument("--recipes", default=",".join(RECIPES))
     parser.add_argument("--runners", default="native,python")
     parser.add_argument("--name", default="runtimes", help="results file name under bench/results/")
@@ -232,14 +261,25 @@ def main() -> None:
                     for runner in args.runners.split(","):
                         if not drives(runner, artifact, device):
                             continue
-                        # The peer right before each row, on the same device: this host's speed drifts by
-                        # ~10% over minutes, so a ratio divides figures taken seconds apart.
-                        ref = peer(device, llama, gguf, args, threads)
-                        row = edgekit_row(artifact, runner, args, threads, device)
+                        # The peer beside each row, on the same device, in rounds: this host's speed drifts
+                        # by ~10% over minutes, so each round's ratio divides figures taken seconds apart, the
+                        # order alternates (peer first, then edgekit first) so a steady drift cancels, and the
+                        # row reports the median round.
+                        rounds = []
+                        for k in range(args.rounds):
+                            if k % 2 == 0:
+                                ref = peer(device, llama, gguf, args, threads)
+                                row = edgekit_row(artifact, runner, args, threads, device)
+                            else:
+                                row = edgekit_row(artifact, runner, args, threads, device)
+                                ref = peer(device, llama, gguf, args, threads)
+                            rounds.append((row, ref))
+                        row, ref, ratios = _over_rounds(rounds)
                         rows.append({"threads": threads, "recipe": recipe, **row,
-                                     "peer": {k: v for k, v in ref.items() if k != "argv"},
-                                     "prefill_ratio": row["prefill_tok_s"] / ref["prefill_tok_s"],
-                                     "decode_ratio": row["decode_tok_s"] / ref["decode_tok_s"]})  # fmt: skip
+                                     "peer": {k: v for k, v in ref.items() if k != "argv"}, **ratios,
+                                     "rounds": [{"prefill_ratio": e["prefill_tok_s"] / r["prefill_tok_s"],
+                                                 "decode_ratio": e["decode_tok_s"] / r["decode_tok_s"]}
+                                                for e, r in rounds]})  # fmt: skip
                         if q8 is not None and recipe in eight_bit:
                             ref8 = peer(device, llama, q8, args, threads)
                             rows[-1]["peer_q8_0"] = {k: v for k, v in ref8.items() if k != "argv"}
@@ -247,6 +287,7 @@ def main() -> None:
                         peer_argv = ref["argv"]
                         print(json.dumps(rows[-1]), flush=True)
     report = {"model": "smollm2-135m", "prompt_len": args.prompt_len, "gen_len": args.gen_len, "runs": args.runs,
+              "rounds": args.rounds,
               "peer_argv": peer_argv, "rows": rows,
               "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average_before": load_before,
                        "load_average_after": os.getloadavg()[0]},
