@@ -10,6 +10,8 @@ Schemes (``quantize.scheme``):
 - ``none``: the builder's fp32 graph;
 - ``int4``: the builder's own int4 (symmetric RTN blocks, accuracy level 4, and with tied embeddings
   one 4-bit table shared by the embedding and the lm_head): what the ecosystem ships;
+- ``uint4``: the builder's asymmetric int4 (``is_symmetric=false``: RTN min/max blocks with a 4-bit zero
+  point each, MatMulNBits' own asymmetric form, the same fast kernels), otherwise as ``int4``;
 - ``int8`` and ``q4``: the builder's fp32 graph rewritten by ``onnx_quant`` (8-bit blocks; affine
   4-bit blocks that keep a Q4_1 source's grid exactly).
 
@@ -59,9 +61,10 @@ def _genai_version() -> str:
 def _builder_args(recipe: Recipe) -> tuple[str, list[str]]:
     """The builder's precision and extra options for ``recipe``."""
     q = recipe.quantize
-    if q.scheme != "int4":
+    if q.scheme not in ("int4", "uint4"):
         return "fp32", []
-    options = [f"block_size={q.block_size}", f"accuracy_level={ACCURACY_LEVEL}", "is_symmetric=true"]
+    symmetric = "true" if q.scheme == "int4" else "false"
+    options = [f"block_size={q.block_size}", f"accuracy_level={ACCURACY_LEVEL}", f"is_symmetric={symmetric}"]
     if q.head == "int8":  # the lm_head stays float here and gets its 8 bits from onnx_quant
         options += ["shared_embeddings=false", "nodes_to_exclude=/lm_head/MatMul"]
     return "int4", options
@@ -103,9 +106,15 @@ class OnnxTarget:
         body: onnx_quant.Precision | None = "int8" if q.scheme == "int8" else "q4" if q.scheme == "q4" else None
         head: onnx_quant.Precision | None = "int8" if q.head == "int8" else body
         if body is None and head is None:
-            for name in (MODEL_FILE, DATA_FILE):
-                shutil.copy2(built / name, staged / name)
-            model = onnx.load(str(staged / MODEL_FILE), load_external_data=False)
+            model = onnx.load(str(built / MODEL_FILE), load_external_data=False)
+            if q.scheme == "uint4" and onnx_quant.mend_shared_embedding(model):
+                model = onnx.load(str(built / MODEL_FILE))
+                onnx_quant.mend_shared_embedding(model)
+                onnx.save_model(model, str(staged / MODEL_FILE), save_as_external_data=True,
+                                all_tensors_to_one_file=True, location=DATA_FILE)  # fmt: skip
+            else:
+                for name in (MODEL_FILE, DATA_FILE):
+                    shutil.copy2(built / name, staged / name)
             embedding, skipped = _embedding_kind(model), []
         else:
             with progress.step(f"Quantizing the graph (body {body or precision}, head {head or 'as body'})"):
@@ -161,6 +170,7 @@ def _is_gguf(path: Path) -> bool:
 
 def _quantized_by(scheme: str, head: str) -> str:
     body = {"none": "not quantized (fp32)", "int4": "the model builder (int4, symmetric RTN)",
+            "uint4": "the model builder (int4, asymmetric RTN: 4-bit zero points)",
             "int8": "edgekit onnx_quant (8-bit symmetric blocks)",
             "q4": "edgekit onnx_quant (affine 4-bit blocks: MatMulNBits + block-sum offsets)"}[scheme]  # fmt: skip
     return body + ("; lm_head and embedding 8-bit by edgekit onnx_quant" if head == "int8" else "")

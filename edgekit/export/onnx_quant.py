@@ -223,6 +223,25 @@ def quantize_graph(model: Any, *, body: Precision | None, head: Precision | None
     return PassResult(rewritten, skipped, kind)
 
 
+def mend_shared_embedding(model: Any) -> bool:
+    """Point a tied embedding's ``GatherBlockQuantized`` at the lm_head's ``MatMulNBits`` tensors when the
+    model builder left it without them (0.15.2, asymmetric int4: the table is a Reshape of the lm_head's
+    float weight, and neither scales nor zero points are passed, so the graph does not load), as its
+    symmetric int4 does; the float weight, then unused, is dropped. Whether anything changed."""
+    g = _Graph(model)
+    head = _lm_head(model)
+    gather = next((n for n in g.graph.node if n.op_type == "GatherBlockQuantized" and "input_ids" in n.input), None)
+    if head.op_type != "MatMulNBits" or gather is None or len(gather.input) > 2:
+        return False
+    reshape = g.producer.get(gather.input[0])
+    if reshape is None or reshape.op_type != "Reshape" or reshape.input[0] == head.input[1]:
+        return False
+    reshape.input[0] = head.input[1]
+    gather.input.extend(head.input[2:4])  # scales, and zero points when there are
+    g.drop_unused()
+    return True
+
+
 def _layer_name(node: Any) -> str:
     """'/model/layers.0/attn/qkv_proj/MatMul' -> 'model.layers.0.attn.qkv_proj', '/lm_head/MatMul' -> 'lm_head'."""
     return node.name.strip("/").removesuffix("/MatMul").replace("/", ".")

@@ -75,7 +75,29 @@ def _check_onnx(m, recipe, arch, out):
     else:
         assert ops["MatMulNBits"] == 11
         head_bits = "8bit" if recipe.quantize.head == "int8" or scheme == "int8" else "4bit"
-        if scheme == "int4" and not tied:  # the builder leaves an untied embedding in float
+        if scheme in ("int4", "uint4") and not tied:  # the builder leaves an untied embedding in float
             assert m.quantization.embedding == "float"
         else:
             assert m.quantization.embedding == head_bits + ("-shared" if tied else "")
+        if scheme == "uint4":
+            _check_zero_points(out / "model.onnx", tied)
+
+
+def _check_zero_points(path, tied):
+    """Asymmetric int4: every MatMulNBits has its zero points, and a tied embedding reads the lm_head's
+    levels, scales and zero points (the builder's own graph pointed it at a float weight and gave it none)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    inits = {t.name for t in model.graph.initializer}
+    linears = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+    assert all(len(n.input) >= 4 and n.input[3] in inits for n in linears)
+    if tied:
+        head = next(n for n in linears if "logits" in n.output)
+        gather = next(n for n in model.graph.node if n.op_type == "GatherBlockQuantized")
+        table = next(n for n in model.graph.node if gather.input[0] in n.output)
+        assert table.op_type == "Reshape" and table.input[0] == head.input[1]
+        assert list(gather.input[2:]) == list(head.input[2:4])
+        floats = {t.name for t in model.graph.initializer
+                  if t.data_type == onnx.TensorProto.FLOAT and t.name.startswith("lm_head")}  # fmt: skip
+        assert floats <= {head.input[2]}, f"the lm_head's float weight is still in the graph: {floats}"
