@@ -41,6 +41,7 @@ struct LoadRequest {
   long prompt_len = 0;      // P
   long gen_len = 0;         // G: one token from prefill + G-1 decode steps
   long ctx = 0;             // --ctx (0: the backend's default)
+  bool logits = false;      // --print-logits: the driver reads last_logits() after every token
 };
 
 // What a backend reports after loading (the runner_info line).
@@ -63,7 +64,8 @@ class Backend {
   virtual Status prefill(const std::vector<int64_t>& ids, int64_t* token) = 0;
   // `token` at `position`; *next = argmax of its logits.
   virtual Status step(int64_t token, long position, int64_t* next) = 0;
-  // The vocab_size logits the last prefill or step took its token from; valid until the next call.
+  // The vocab_size logits the last prefill or step took its token from; valid until the next call. Only
+  // read when LoadRequest::logits was set: a backend may skip copying them out otherwise (GenAI does).
   virtual const float* last_logits() const = 0;
 };
 

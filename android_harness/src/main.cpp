@@ -180,7 +180,7 @@ int run(const Options& opt, edgekit::TraceWriter& trace) {
   const long G = opt.gen_len;
 
   std::unique_ptr<edgekit::Backend> backend = edgekit::make_backend();
-  edgekit::LoadRequest request{opt.model, opt.load_mode, opt.threads, P, G, opt.ctx};
+  edgekit::LoadRequest request{opt.model, opt.load_mode, opt.threads, P, G, opt.ctx, opt.print_logits};
   edgekit::ModelInfo info;
   trace.event("load_start", monotonic_ns(), -1, false);
   if (const Status loaded = backend->load(request, &info); !loaded.ok()) {
