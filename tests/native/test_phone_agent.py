@@ -92,7 +92,14 @@ def test_agent_on_emulated_phone(phone_dev: AdbDevice, native_runner: NativeRunn
     # first sample of the run has them), null between.
     full = [s for s in during if s["hwm_kb"] is not None]
     assert full and full[0] is during[0], "the first sample of the run reads the peak and PSS"
-    assert all(s["hwm_kb"] >= s["rss_kb"] and s["pss_kb"] > 0 for s in full)
+    assert all(s["pss_kb"] > 0 for s in full), [s["pss_kb"] for s in full]
+    # The peak is read from /proc/PID/status a moment after the resident size from statm. VmHWM is the larger
+    # of the current size and the peak the kernel last recorded, which it records when the process unmaps
+    # memory, not when pages go back otherwise (free() returning them with madvise): pages released between
+    # the two reads can leave it just under the size read first (a CI run saw one such sample). A working
+    # sampler never reads it far under.
+    low = [(s["hwm_kb"], s["rss_kb"]) for s in full if s["hwm_kb"] < s["rss_kb"] - max(1024, s["rss_kb"] // 50)]
+    assert not low, f"VmHWM well under the resident size read just before it (hwm, rss): {low}"
     assert all(s["pss_kb"] is None and s["rss_kb"] >= 32768 for s in during if s["hwm_kb"] is None)
     powered = [s for s in trace.samples if s["power_uw"] is not None]
     assert len(powered) == len(trace.samples)
