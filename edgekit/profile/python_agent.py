@@ -19,8 +19,6 @@ from edgekit.devices.base import Device
 from edgekit.errors import AgentError, RuntimeMissing, WorkloadError
 from edgekit.manifest import Manifest, read_manifest
 from edgekit.profile.runner import (
-    DEVICE_JSON,
-    PROMPT_IDS,
     RunFiles,
     RunnerKind,
     Target,
@@ -61,8 +59,7 @@ def local_argv(artifact_dir: Path, out_dir: Path, workload: Workload, *extra: st
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in run_inputs(manifest, workload, {}).items():
         (out_dir / name).write_text(text)
-    files = RunFiles(str(artifact_dir), manifest.address(), str(out_dir), str(out_dir / DEVICE_JSON),
-                     str(out_dir / PROMPT_IDS))  # fmt: skip
+    files = RunFiles.in_run_dir(str(artifact_dir), manifest.address(), str(out_dir))
     return [python or sys.executable, str(agent_entry()), *common_flags(manifest, workload, files), *extra]
 
 

@@ -53,8 +53,6 @@ from edgekit.profile import remote
 from edgekit.profile.conditioning import Conditioning, cool_down
 from edgekit.profile.metrics import ProfileMetrics, compute_metrics
 from edgekit.profile.runner import (
-    DEVICE_JSON,
-    PROMPT_IDS,
     Prepared,
     RunFiles,
     Target,
@@ -153,8 +151,7 @@ def profile_on(
     while True:
         attempts += 1
         remote_dir = posixpath.join(workdir, "runs", run_id, f"attempt-{attempts}")
-        files = RunFiles(pushed.remote_path, pushed.sha256, remote_dir, posixpath.join(remote_dir, DEVICE_JSON),
-                         posixpath.join(remote_dir, PROMPT_IDS))  # fmt: skip
+        files = RunFiles.in_run_dir(pushed.remote_path, pushed.sha256, remote_dir)
         attempt = remote.Attempt(device, prepared.argv(manifest, workload, files), remote_dir, inputs)
         try:
             result = attempt.run(workload.effective_timeout_s)

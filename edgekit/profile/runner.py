@@ -41,6 +41,12 @@ class RunFiles:
     device_json: str
     prompt_ids: str
 
+    @classmethod
+    def in_run_dir(cls, artifact_dir: str, artifact_sha256: str, out_dir: str) -> RunFiles:
+        """The run's inputs under ``out_dir`` with their fixed names (``DEVICE_JSON``, ``PROMPT_IDS``)."""
+        return cls(artifact_dir, artifact_sha256, out_dir, posixpath.join(out_dir, DEVICE_JSON),
+                   posixpath.join(out_dir, PROMPT_IDS))  # fmt: skip
+
 
 def common_flags(manifest: Manifest, workload: Workload, files: RunFiles) -> list[str]:
     """The flags both agents take, with the same names (device_agents/linux/edgekit_agent.py, agent.sh)."""

@@ -12,7 +12,7 @@ import pytest
 from edgekit.devices.adb import AdbDevice
 from edgekit.devices.push import digest_artifact
 from edgekit.profile.native import PreparedNative, bundle_files
-from edgekit.profile.runner import DEVICE_JSON, PROMPT_IDS, RunFiles, device_facts, run_inputs
+from edgekit.profile.runner import RunFiles, device_facts, run_inputs
 from edgekit.profile.trace import load_trace
 from edgekit.workload import Workload
 from tests.native.conftest import NativeRunner, manifest_of, parse_jsonl, prompt_ids
@@ -40,8 +40,7 @@ def agent_argv(device: AdbDevice, artifact: Path, out: str, tmp_path: Path, *, p
     for name, text in run_inputs(manifest, workload, device_facts(device)).items():
         (tmp_path / name).write_text(text)
         device.push(str(tmp_path / name), f"{out}/{name}")
-    files = RunFiles(f"{REMOTE}/model", digest_artifact(artifact).sha256, out, f"{out}/{DEVICE_JSON}",
-                     f"{out}/{PROMPT_IDS}")  # fmt: skip
+    files = RunFiles.in_run_dir(f"{REMOTE}/model", digest_artifact(artifact).sha256, out)
     return PreparedNative(REMOTE).argv(manifest, workload, files)
 
 

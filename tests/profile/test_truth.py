@@ -16,7 +16,7 @@ from edgekit.devices.push import push_artifact
 from edgekit.manifest import read_manifest
 from edgekit.profile.remote import Attempt
 from edgekit.profile.run import ProfileRequest, ProfileResult, _prepare, profile_on
-from edgekit.profile.runner import DEVICE_JSON, PROMPT_IDS, RunFiles, Target, device_facts, run_inputs
+from edgekit.profile.runner import RunFiles, Target, device_facts, run_inputs
 from edgekit.workload import Workload
 from tests.fixtures.board import BoardHandle
 from tests.fixtures.phone import Phone
@@ -81,8 +81,7 @@ def _direct_peak_rss_kb(device: Device, artifact: Path, workdir: str, runs: int)
     peaks = []
     for i in range(runs):
         remote_dir = posixpath.join(workdir, "direct-rss", str(i))
-        files = RunFiles(pushed.remote_path, pushed.sha256, remote_dir, posixpath.join(remote_dir, DEVICE_JSON),
-                         posixpath.join(remote_dir, PROMPT_IDS))  # fmt: skip
+        files = RunFiles.in_run_dir(pushed.remote_path, pushed.sha256, remote_dir)
         report = posixpath.join(remote_dir, "time.txt")
         argv = [TIME_BIN, "-v", "-o", report, *prepared.argv(manifest, workload, files)]
         result = Attempt(device, argv, remote_dir, inputs).run(240.0)
