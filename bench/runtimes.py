@@ -157,10 +157,10 @@ def drives(runner: str, artifact: Path, device: str) -> bool:
     return read_manifest(artifact).runtime in runners()[runner].runtimes()  # type: ignore[index]
 
 
-def _over_rounds(rounds: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[dict[str, Any], dict[str, Any],
-                                                                            dict[str, float]]:  # fmt: skip
-    """A row's figures from its rounds: edgekit's and the peer's numbers each the median over the rounds, and
-    each ratio the median of the rounds' own ratios (a round divides figures taken seconds apart)."""
+def _over_rounds(rounds: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+    """A row's figures from its rounds: edgekit's (at the top level) and the peer's (``peer``) numbers each the
+    median over the rounds, each round's own ratios (``rounds``: a round divides figures taken seconds apart)
+    and each ratio of the row the median of those."""
 
     def medians(figures: list[dict[str, Any]]) -> dict[str, Any]:
         out = dict(figures[0])
@@ -169,9 +169,11 @@ def _over_rounds(rounds: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[d
                 out[key] = statistics.median(f[key] for f in figures)
         return out
 
-    ratios = {f"{kind}_ratio": statistics.median(e[f"{kind}_tok_s"] / r[f"{kind}_tok_s"] for e, r in rounds)
-              for kind in ("prefill", "decode")}  # fmt: skip
-    return medians([e for e, _ in rounds]), medians([r for _, r in rounds]), ratios
+    each = [{f"{kind}_ratio": e[f"{kind}_tok_s"] / r[f"{kind}_tok_s"] for kind in ("prefill", "decode")}
+            for e, r in rounds]  # fmt: skip
+    peer = {k: v for k, v in medians([r for _, r in rounds]).items() if k != "argv"}
+    return {**medians([e for e, _ in rounds]), "peer": peer,
+            **{key: statistics.median(r[key] for r in each) for key in each[0]}, "rounds": each}
 
 
 def _with_range(row: dict[str, Any], kind: str) -> str:
@@ -274,16 +276,11 @@ def main() -> None:
                                 row = edgekit_row(artifact, runner, args, threads, device)
                                 ref = peer(device, llama, gguf, args, threads)
                             rounds.append((row, ref))
-                        row, ref, ratios = _over_rounds(rounds)
-                        rows.append({"threads": threads, "recipe": recipe, **row,
-                                     "peer": {k: v for k, v in ref.items() if k != "argv"}, **ratios,
-                                     "rounds": [{"prefill_ratio": e["prefill_tok_s"] / r["prefill_tok_s"],
-                                                 "decode_ratio": e["decode_tok_s"] / r["decode_tok_s"]}
-                                                for e, r in rounds]})  # fmt: skip
+                        rows.append({"threads": threads, "recipe": recipe, **_over_rounds(rounds)})
                         if q8 is not None and recipe in eight_bit:
                             ref8 = peer(device, llama, q8, args, threads)
                             rows[-1]["peer_q8_0"] = {k: v for k, v in ref8.items() if k != "argv"}
-                            rows[-1]["decode_ratio_q8_0"] = row["decode_tok_s"] / ref8["decode_tok_s"]
+                            rows[-1]["decode_ratio_q8_0"] = rows[-1]["decode_tok_s"] / ref8["decode_tok_s"]
                         peer_argv = ref["argv"]
                         print(json.dumps(rows[-1]), flush=True)
     report = {"model": "smollm2-135m", "prompt_len": args.prompt_len, "gen_len": args.gen_len, "runs": args.runs,
