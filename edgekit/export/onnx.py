@@ -106,10 +106,9 @@ class OnnxTarget:
         body: onnx_quant.Precision | None = "int8" if q.scheme == "int8" else "q4" if q.scheme == "q4" else None
         head: onnx_quant.Precision | None = "int8" if q.head == "int8" else body
         if body is None and head is None:
-            model = onnx.load(str(built / MODEL_FILE), load_external_data=False)
+            # The builder's graph as it is, but for its asymmetric int4's shared embedding (see onnx_quant).
+            model = onnx.load(str(built / MODEL_FILE), load_external_data=q.scheme == "uint4")
             if q.scheme == "uint4" and onnx_quant.mend_shared_embedding(model):
-                model = onnx.load(str(built / MODEL_FILE))
-                onnx_quant.mend_shared_embedding(model)
                 onnx.save_model(model, str(staged / MODEL_FILE), save_as_external_data=True,
                                 all_tensors_to_one_file=True, location=DATA_FILE)  # fmt: skip
             else:
