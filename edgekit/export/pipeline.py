@@ -10,6 +10,8 @@ Finished artifacts are cached by a key over the source hash, the resolved recipe
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -51,12 +53,22 @@ def _check_out_dir(out_dir: Path) -> None:
         raise ArtifactError(f"parent directory of --out '{out_dir.parent}' does not exist")
 
 
+@functools.cache
+def exporter_digest() -> str:
+    """sha256 over edgekit's own export code (``edgekit/export/*.py``): an artifact made by other code is
+    another artifact, whatever edgekit's version number says."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def _cache_key(source_sha256: str, recipe: Recipe) -> str:
     # The gate's thresholds are not part of the key: they judge the artifact, they do not make it.
     # A cached artifact is judged again against the recipe's current thresholds (``_judge``).
     what_makes_it = recipe.model_dump(exclude={"gate", "name", "description"})
     payload = {"source": source_sha256, "recipe": what_makes_it, "tools": mf.tool_versions(),
-               "manifest_version": mf.MANIFEST_VERSION}
+               "exporter": exporter_digest(), "manifest_version": mf.MANIFEST_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -90,7 +102,7 @@ def export(model_spec: str, recipe: Recipe, out_dir: Path, *, use_cache: bool = 
         else:
             manifest = _export_fresh(prepared, recipe, staged, progress)
             cached = False
-            _store_in_cache(staged, cached_dir)
+            _store_in_cache(staged, cached_dir, replace=not use_cache)
         _place(staged, out_dir)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
@@ -115,10 +127,17 @@ def _judge(manifest: mf.Manifest, recipe: Recipe) -> mf.Manifest:
     return manifest.with_gate(gate, recipe.model_dump())
 
 
-def _store_in_cache(staged: Path, cached_dir: Path) -> None:
+def _store_in_cache(staged: Path, cached_dir: Path, *, replace: bool) -> None:
+    """Copy ``staged`` into the cache; ``replace``: an export asked for afresh (``--no-cache``) takes the place
+    of the entry already there (otherwise the first export to finish keeps it)."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{cached_dir.name}.", dir=cached_dir.parent))
     for path in staged.iterdir():
         shutil.copy2(path, tmp / path.name)
+    if replace and cached_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{cached_dir.name}.old.", dir=cached_dir.parent))
+        with contextlib.suppress(OSError):  # gone already: another export replaced it
+            os.replace(cached_dir, old / "entry")
+        shutil.rmtree(old, ignore_errors=True)
     try:
         os.replace(tmp, cached_dir)
     except OSError:  # another export filled the cache first
