@@ -12,7 +12,8 @@ Schemes (``quantize.scheme``):
   one 4-bit table shared by the embedding and the lm_head): what the ecosystem ships;
 - ``uint4``: the builder's asymmetric int4 (``is_symmetric=false``: RTN min/max blocks with a 4-bit zero
   point each, MatMulNBits' own asymmetric form, the same fast kernels), otherwise as ``int4``;
-- ``int8`` and ``q4``: the builder's fp32 graph rewritten by ``onnx_quant`` (8-bit blocks; affine
+- ``int8``, ``8da8w`` and ``q4``: the builder's fp32 graph rewritten by ``onnx_quant`` (8-bit blocks;
+  8-bit per-channel weights with activations quantized at run time, ORT's dynamic quantization; affine
   4-bit blocks that keep a Q4_1 source's grid exactly).
 
 ``quantize.head: int8`` puts the lm_head (and the embedding, shared when tied) at 8 bits. Every
@@ -47,8 +48,9 @@ DATA_FILE = "model.onnx.data"
 CONFIG_FILE = "genai_config.json"
 BUILD_TIMEOUT_S = 3600.0
 ACCURACY_LEVEL = 4  # MatMulNBits with int8 activations: the fast CPU path (level 0 is 2-4x slower)
+SMOOTH_ALPHA = 0.5  # SmoothQuant's migration strength (the paper's default)
 FUSED_OPS = ("GroupQueryAttention", "SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization",
-             "MatMulNBits", "GatherBlockQuantized", "MatMul", "Gather")  # fmt: skip
+             "MatMulNBits", "DynamicQuantizeMatMul", "GatherBlockQuantized", "MatMul", "Gather")  # fmt: skip
 
 
 def _genai_version() -> str:
@@ -96,6 +98,7 @@ class OnnxTarget:
         version = _genai_version()
         q = recipe.quantize
         precision, options = _builder_args(recipe)
+        smoothing: dict[str, Any] = {}
         built = work / "genai"
         with progress.step(f"ORT GenAI model builder ({precision})"):
             run_builder(prepared.hf_dir, built, precision, work / "builder-cache", options)
@@ -103,7 +106,7 @@ class OnnxTarget:
         if recipe.max_context > config["model"]["context_length"]:
             raise ExportError(f"recipe max_context {recipe.max_context} exceeds the model's context length "
                               f"{config['model']['context_length']}")  # fmt: skip
-        body: onnx_quant.Precision | None = "int8" if q.scheme == "int8" else "q4" if q.scheme == "q4" else None
+        body: onnx_quant.Precision | None = q.scheme if q.scheme in ("int8", "8da8w", "q4") else None  # type: ignore[assignment]
         head: onnx_quant.Precision | None = "int8" if q.head == "int8" else body
         if body is None and head is None:
             # The builder's graph as it is, but for its asymmetric int4's shared embedding (see onnx_quant).
@@ -116,8 +119,11 @@ class OnnxTarget:
                     shutil.copy2(built / name, staged / name)
             embedding, skipped = _embedding_kind(model), []
         else:
+            model = onnx.load(str(built / MODEL_FILE))
+            if body in onnx_quant.PER_CHANNEL:
+                with progress.step("Calibrating activations (SmoothQuant)"):
+                    smoothing = _smooth(model, built, prepared, recipe)
             with progress.step(f"Quantizing the graph (body {body or precision}, head {head or 'as body'})"):
-                model = onnx.load(str(built / MODEL_FILE))
                 result = onnx_quant.quantize_graph(model, body=body, head=head, block=q.block_size or 32,
                                                    accuracy_level=ACCURACY_LEVEL)  # fmt: skip
                 onnx.save_model(model, str(staged / MODEL_FILE), save_as_external_data=True,
@@ -149,7 +155,8 @@ class OnnxTarget:
                 "builder_precision": precision,
                 "quantized_by": _quantized_by(q.scheme, q.head),
                 "linear_layers": "graph MatMul/MatMulNBits nodes (q, k, v fused into one), lm_head included",
-                "accuracy_level": ACCURACY_LEVEL if q.scheme != "none" else None,
+                "accuracy_level": ACCURACY_LEVEL if q.scheme not in ("none", "8da8w") else None,
+                **({"smoothquant": smoothing} if smoothing else {}),
                 "graph_ops": {op: ops[op] for op in FUSED_OPS if ops[op]},
                 "past_present_share_buffer": share,
                 "files": sorted(p.name for p in staged.iterdir()),
@@ -158,6 +165,39 @@ class OnnxTarget:
 
     def open_runner(self, staged: Path, exported: Exported, recipe: Recipe) -> GenAIGraphRunner:
         return GenAIGraphRunner(staged, threads=recipe.threads, max_context=recipe.max_context)
+
+
+def _smooth(model: Any, built: Path, prepared: PreparedModel, recipe: Recipe) -> dict[str, Any]:
+    """SmoothQuant (``onnx_quant.smooth``) calibrated on ``edgekit.data.training_text`` (not the gate's text):
+    the per-channel maxima of every smoothable linear input over one chunk of up to max_context tokens."""
+    from edgekit.data import training_text
+    from edgekit.export import onnx_quant
+    from edgekit.models import load_tokenizer
+
+    ids = load_tokenizer(prepared, _hf_config(prepared).vocab_size).encode(training_text())[: recipe.max_context]
+    names = onnx_quant.smoothable_inputs(model)
+    maxima = activation_maxima(built, names, ids, threads=recipe.threads, max_context=recipe.max_context)
+    smoothed = onnx_quant.smooth(model, maxima, alpha=SMOOTH_ALPHA)
+    return {"alpha": SMOOTH_ALPHA, "calibration_tokens": len(ids), "inputs_smoothed": len(smoothed),
+            "calibration_text": "edgekit/data/corpus.txt"}  # fmt: skip
+
+
+def activation_maxima(built: Path, names: list[str], ids: list[int], *, threads: int,
+                      max_context: int) -> dict[str, np.ndarray]:  # fmt: skip
+    """Per-channel max |x| of each tensor in ``names`` when the builder's graph in ``built`` prefills ``ids``:
+    the graph is run from a copy of its header with those tensors as extra outputs, reading the same data."""
+    import onnx
+
+    probe = built / "probe.onnx"
+    header = onnx.load(str(built / MODEL_FILE), load_external_data=False)
+    header.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names)
+    onnx.save_model(header, str(probe))
+    try:
+        runner = GenAIGraphRunner(built, threads=threads, max_context=max_context, model_file=probe.name)
+        outputs = runner.probe(ids, names)
+    finally:
+        probe.unlink(missing_ok=True)
+    return {n: np.abs(v.reshape(-1, v.shape[-1])).max(axis=0) for n, v in outputs.items()}
 
 
 def _is_gguf(path: Path) -> bool:
@@ -171,6 +211,7 @@ def _quantized_by(scheme: str, head: str) -> str:
     body = {"none": "not quantized (fp32)", "int4": "the model builder (int4, symmetric RTN)",
             "uint4": "the model builder (int4, asymmetric RTN: 4-bit zero points)",
             "int8": "edgekit onnx_quant (8-bit symmetric blocks)",
+            "8da8w": "edgekit onnx_quant (8-bit per-channel weights, dynamic 8-bit activations: DynamicQuantizeMatMul)",
             "q4": "edgekit onnx_quant (affine 4-bit blocks: MatMulNBits + block-sum offsets)"}[scheme]  # fmt: skip
     return body + ("; lm_head and embedding 8-bit by edgekit onnx_quant" if head == "int8" else "")
 
@@ -209,7 +250,7 @@ class GenAIGraphRunner:
     ``max_context`` positions bound as both input and output, an attention mask of ones over the
     positions so far, the new tokens as ``input_ids``; the logits of the last new position come back."""
 
-    def __init__(self, directory: Path, *, threads: int, max_context: int) -> None:
+    def __init__(self, directory: Path, *, threads: int, max_context: int, model_file: str = MODEL_FILE) -> None:
         import onnxruntime as ort
 
         decoder = json.loads((directory / CONFIG_FILE).read_text())["model"]["decoder"]
@@ -217,7 +258,7 @@ class GenAIGraphRunner:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(directory / MODEL_FILE), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(directory / model_file), options, providers=["CPUExecutionProvider"])
         shape = (1, decoder["num_key_value_heads"], max_context, decoder["head_size"])
         self.buffers = {f"{i}.{kind}": ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, np.float32))
                         for i in range(decoder["num_hidden_layers"]) for kind in ("key", "value")}  # fmt: skip
@@ -238,6 +279,15 @@ class GenAIGraphRunner:
 
     def step(self, token_id: int) -> np.ndarray:
         return self._run(np.asarray([[token_id]], dtype=np.int64))
+
+    def probe(self, token_ids: list[int], names: list[str]) -> dict[str, np.ndarray]:
+        """Prefill ``token_ids`` and return the graph outputs ``names`` (tensors inside the graph exposed as
+        outputs) instead of the logits."""
+        for name in names:  # bound after logits and the present buffers: the last outputs, in this order
+            self.binding.bind_output(name)
+        self._run(np.asarray([token_ids], dtype=np.int64))
+        outputs = self.binding.get_outputs()[-len(names) :] if names else []
+        return {n: v.numpy() for n, v in zip(names, outputs, strict=True)}
 
     def _run(self, ids: np.ndarray) -> np.ndarray:
         total = self.position + ids.shape[1]

@@ -18,13 +18,14 @@ from edgekit.errors import ConfigError, UnknownName
 
 # Quantization schemes per target (see README "Export recipes"):
 #   onnx:       none | int4 (symmetric, RTN: the model builder's) | uint4 (the builder's asymmetric RTN, a 4-bit
-#               zero point per block) | int8 (weight-only, blocks of 32)
+#               zero point per block) | int8 (weight-only, blocks of 32) | 8da8w (8-bit per channel, dynamic
+#               8-bit activations: ORT's dynamic quantization)
 #               | q4 (affine 4-bit blocks: the source's Q4_1 grid kept exactly when the source is a GGUF)
 #   executorch: none | 8da4w (8-bit dynamic activations, symmetric 4-bit groups) | 8da8w (8-bit per channel)
 #               | q4 (affine 4-bit groups, the source's grid kept exactly when the source is a GGUF)
 #   gguf:       source (a GGUF source as it is) | f32 | f16 | q8_0 | q4_0 | q4_k_m (llama-quantize)
 SCHEMES: dict[str, tuple[str, ...]] = {
-    "onnx": ("none", "int4", "uint4", "int8", "q4"),
+    "onnx": ("none", "int4", "uint4", "int8", "8da8w", "q4"),
     "executorch": ("none", "8da4w", "8da8w", "q4"),
     "gguf": ("source", "f32", "f16", "q8_0", "q4_0", "q4_k_m"),
 }

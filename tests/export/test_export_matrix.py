@@ -72,6 +72,10 @@ def _check_onnx(m, recipe, arch, out):
     scheme, tied = recipe.quantize.scheme, TIED[arch]
     if scheme == "none":
         assert "MatMulNBits" not in ops and m.quantization.embedding == "float"
+    elif scheme == "8da8w":  # ORT's dynamic quantization: every linear, the lm_head too, no MatMulNBits
+        assert ops["DynamicQuantizeMatMul"] == 11 and "MatMulNBits" not in ops
+        assert m.quantization.embedding == "8bit" + ("-shared" if tied else "")
+        _check_dynamic(out / "model.onnx", tied)
     else:
         assert ops["MatMulNBits"] == 11
         head_bits = "8bit" if recipe.quantize.head == "int8" or scheme == "int8" else "4bit"
@@ -81,6 +85,27 @@ def _check_onnx(m, recipe, arch, out):
             assert m.quantization.embedding == head_bits + ("-shared" if tied else "")
         if scheme == "uint4":
             _check_zero_points(out / "model.onnx", tied)
+
+
+def _check_dynamic(path, tied):
+    """8da8w: int8 weights [K, N] with one float scale per output channel and no zero point (symmetric); the
+    embedding gathers 8-bit rows, from the lm_head's own tensor when tied, and no float table is left."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    linears = [n for n in model.graph.node if n.op_type == "DynamicQuantizeMatMul"]
+    for n in linears:
+        weight, scales = inits[n.input[1]], inits[n.input[2]]
+        assert len(n.input) == 3 and weight.dtype == "int8" and scales.shape == (weight.shape[1],)
+        assert weight.min() >= -127 and (abs(weight).max(axis=0) == 127).mean() > 0.9  # each column spans its scale
+    levels = next(n for n in model.graph.node if n.op_type == "Gather" and "input_ids" in n.input
+                  and inits.get(n.input[0]) is not None and inits[n.input[0]].dtype == "int8")  # fmt: skip
+    head = next(n for n in linears if "logits" in n.output)
+    assert (levels.input[0] == head.input[1]) == tied
+    floats = [k for k, v in inits.items() if v.dtype == "float32" and v.ndim == 2 and k not in ("cos_cache", "sin_cache")]
+    assert not floats, f"float weights left in the graph: {floats}"
 
 
 def _check_zero_points(path, tied):

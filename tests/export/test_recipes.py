@@ -21,7 +21,7 @@ def test_builtin_recipes_cover_every_target_and_scheme():
     recipes = builtin_recipes()
     combos = {(r.target, r.quantize.scheme, r.quantize.block_size) for r in recipes.values()}
     assert {("onnx", "none", None), ("onnx", "int8", 32), ("onnx", "int4", 32), ("onnx", "uint4", 64),
-            ("onnx", "q4", 32)} <= combos
+            ("onnx", "q4", 32), ("onnx", "8da8w", None)} <= combos
     assert {("executorch", "none", None), ("executorch", "8da4w", 32), ("executorch", "8da8w", None)} <= combos
     assert {("executorch", "q4", 32), ("gguf", "source", None), ("gguf", "q8_0", None)} <= combos
     assert any(r.quantize.embedding == "4bit" for r in recipes.values())
@@ -33,7 +33,7 @@ def test_unknown_key_is_named():
 
 
 def test_bad_scheme_names_allowed_values():
-    message = r"scheme must be one of none, int4, uint4, int8, q4 for target onnx, got '8da4w'"
+    message = r"scheme must be one of none, int4, uint4, int8, 8da8w, q4 for target onnx, got '8da4w'"
     with pytest.raises(ConfigError, match=message):
         parse_recipe({**BASE, "quantize": {"scheme": "8da4w", "block_size": 32}}, "'x'")
 
