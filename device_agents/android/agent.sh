@@ -191,12 +191,26 @@ for _f in /sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq; do [ -r "$
 
 # Memory every tick from /proc/PID/statm (one short line: the resident pages); the peak (VmHWM, from
 # /proc/PID/status, read a byte at a time by the shell) and PSS (/proc/PID/smaps_rollup walks every page
-# of the runner under its mmap lock, about 1 ms for a 135M-parameter model) every tick while the runner is
+# of the runner under its mmap lock: 1-3 ms for a 135M-parameter model) every tick while the runner is
 # small (under PSS_CHEAP_KB resident, a read well under 0.3 ms), else at most every PSS_MS (--pss-ms, the
-# workload's pss_ms the host passes to both agents; at 100 ms about 1% of a core for that model); the samples between carry null for them. What each tick costs is taken from the
-# runner's cores when it runs as many threads as the device has.
+# workload's pss_ms the host passes to both agents) and, as the Python agent does, never more often than
+# keeps that read under 0.5% of a core: the next one comes 200x the dearest one's CPU time later (the
+# shell's own CPU time from /proc/self/schedstat, which the kernel updates only now and then: a read can
+# look free or carry the sample's other work, so the largest seen is used). The samples between carry null.
+# What each tick costs is taken from the runner's cores when it runs as many threads as the device has.
 PSS_CHEAP_KB=32768
-PSS_EVERY=$(( (PSS_MS + S - 1) / S )); _pss_due=0
+PSS_EVERY=$(( (PSS_MS + S - 1) / S )); _pss_due=0; _pss_cost_ns=0
+
+# This shell's CPU time in ns modulo 1e9 into CPU_NS (the last nine digits of schedstat's first field keep
+# mksh's 32-bit arithmetic); empty where the kernel has no schedstat.
+cpu_ns() {
+  CPU_NS=
+  read -r _run _rest 2>/dev/null < /proc/$$/schedstat || return 0
+  is_uint "$_run" || return 0
+  _run=000000000$_run
+  _run=${_run#"${_run%?????????}"}
+  CPU_NS=$((1$_run - 1000000000))
+}
 PAGE_KB=4
 while read -r _k _v _u; do
   [ "$_k" = "KernelPageSize:" ] && is_uint "$_v" && PAGE_KB=$_v && break
@@ -209,11 +223,18 @@ sample() {
     rss=$((_res * PAGE_KB))
     _pss_due=$((_pss_due - 1))
     if [ "$_pss_due" -le 0 ] || [ "$rss" -lt "$PSS_CHEAP_KB" ]; then
-      _pss_due=$PSS_EVERY
       while read -r _k _v _u; do [ "$_k" = "VmHWM:" ] && is_uint "$_v" && hwm=$_v && break; done 2>/dev/null < "/proc/$1/status"
+      cpu_ns; _c0=$CPU_NS
       if [ -r "/proc/$1/smaps_rollup" ]; then
         while read -r _k _v _u; do [ "$_k" = "Pss:" ] && is_uint "$_v" && pss=$_v && break; done 2>/dev/null < "/proc/$1/smaps_rollup"
       fi
+      cpu_ns
+      if [ -n "$_c0" ] && [ -n "$CPU_NS" ]; then
+        _c=$(( (CPU_NS - _c0 + 1000000000) % 1000000000 ))
+        [ "$_c" -gt "$_pss_cost_ns" ] && _pss_cost_ns=$_c
+      fi
+      _pss_due=$(( (_pss_cost_ns / 5000 + S - 1) / S ))   # 200 x cost, in ms (ns / 5000), in ticks
+      [ "$_pss_due" -lt "$PSS_EVERY" ] && _pss_due=$PSS_EVERY
     fi
   fi
   freqs=

@@ -1,0 +1,70 @@
+"""What the phone's sh agent spends on PSS: /proc/PID/smaps_rollup walks every page of the runner, so once the
+runner is past 32 MB resident the agent reads it at most every pss_ms and never more often than 200x that
+read's own CPU time (under 0.5% of a core, the Python agent's rule), whatever pss_ms asks."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.phone import Phone
+
+REPO = Path(__file__).resolve().parents[2]
+AGENT = REPO / "device_agents" / "android" / "agent.sh"
+ON_PHONE = "/data/local/tmp/pss-cost"
+
+# A runner that answers what the agent asks (version, clock sync) and then becomes a 48 MB process for about
+# three seconds: dd's buffer, filled from /dev/zero over and over, is resident (the phone has only busybox).
+BIG_RUNNER = r"""#!/system/bin/sh
+case "$1" in
+  --version) echo "fake-runner 1"; exit 0 ;;
+  --clock-sync)
+    read -r up rest < /proc/uptime
+    echo "{\"type\":\"event\",\"name\":\"clock_sync\",\"ts_ns\":${up%.*}${up#*.}0000000,\"run\":-1,\"warmup\":false}"
+    exit 0 ;;
+esac
+while [ $# -gt 0 ]; do [ "$1" = --trace ] && trace=$2; shift; done
+: > "$trace"
+exec dd if=/dev/zero of=/dev/null bs=48M count=1200 2>/dev/null
+"""
+
+
+@pytest.fixture
+def pushed(phone: Phone, tmp_path: Path) -> Phone:
+    runner = tmp_path / "runner"
+    runner.write_text(BIG_RUNNER)
+    (tmp_path / "ids").write_text("1\n")
+    (tmp_path / "m.pte").write_bytes(b"not read by the fake runner")
+    for local, name in ((AGENT, "agent.sh"), (runner, "runner"), (tmp_path / "ids", "ids"),
+                        (tmp_path / "m.pte", "m.pte")):  # fmt: skip
+        phone.adb("push", str(local), f"{ON_PHONE}/{name}", check=True)
+    phone.adb("shell", f"chmod 755 {ON_PHONE}/runner", check=True)
+    return phone
+
+
+def _samples(phone: Phone, tmp_path: Path, pss_ms: int) -> list[dict]:
+    out = f"{ON_PHONE}/out{pss_ms}"
+    phone.adb("shell", f"sh {ON_PHONE}/agent.sh --runner {ON_PHONE}/runner --lib-dir {ON_PHONE} "
+              f"--model {ON_PHONE}/m.pte --runtime executorch --model-id m --recipe r --artifact-sha256 0 "
+              f"--out {out} --prompt-len 1 "
+              f"--prompt-ids {ON_PHONE}/ids --gen-len 1 --warmup 0 --runs 1 --threads 1 --sample-ms 20 "
+              f"--pss-ms {pss_ms} --baseline-ms 100", timeout_s=60)  # fmt: skip
+    pulled = tmp_path / f"trace{pss_ms}.jsonl"
+    phone.adb("pull", f"{out}/trace.jsonl", str(pulled), check=True)
+    lines = [json.loads(line) for line in pulled.read_text().splitlines()]
+    return [s for s in lines if s["type"] == "sample" and (s["rss_kb"] or 0) >= 32768]
+
+
+def test_pss_is_read_at_most_every_pss_ms_and_within_its_cpu_budget(pushed: Phone, tmp_path: Path) -> None:
+    floor = _samples(pushed, tmp_path, 100)
+    read = [s["ts_boot_ns"] for s in floor if s["pss_kb"] is not None]
+    assert len(floor) >= 40 and len(read) >= 3, (len(floor), len(read))
+    assert all(b - a >= 90_000_000 for a, b in itertools.pairwise(read)), "PSS more often than pss_ms"
+    assert all(s["pss_kb"] > 32768 * 0.9 for s in floor if s["pss_kb"] is not None)
+    # No floor: the read's own cost spaces them (a 48 MB walk costs well over 0.1 ms: 200x is over one tick).
+    budget = _samples(pushed, tmp_path, 0)
+    with_pss = [s for s in budget if s["pss_kb"] is not None]
+    assert len(budget) >= 40 and 1 <= len(with_pss) <= len(budget) // 2, (len(with_pss), len(budget))
