@@ -104,7 +104,8 @@ def _check_dynamic(path, tied):
                   and inits.get(n.input[0]) is not None and inits[n.input[0]].dtype == "int8")  # fmt: skip
     head = next(n for n in linears if "logits" in n.output)
     assert (levels.input[0] == head.input[1]) == tied
-    floats = [k for k, v in inits.items() if v.dtype == "float32" and v.ndim == 2 and k not in ("cos_cache", "sin_cache")]
+    rotary = ("cos_cache", "sin_cache")
+    floats = [k for k, v in inits.items() if v.dtype == "float32" and v.ndim == 2 and k not in rotary]
     assert not floats, f"float weights left in the graph: {floats}"
 
 
