@@ -168,16 +168,16 @@ class OnnxTarget:
 
 
 def _smooth(model: Any, built: Path, prepared: PreparedModel, recipe: Recipe) -> dict[str, Any]:
-    """SmoothQuant (``onnx_quant.smooth``) calibrated on ``edgekit.data.training_text`` (not the gate's text):
+    """SmoothQuant (``onnx_smooth.smooth``) calibrated on ``edgekit.data.training_text`` (not the gate's text):
     the per-channel maxima of every smoothable linear input over one chunk of up to max_context tokens."""
     from edgekit.data import training_text
-    from edgekit.export import onnx_quant
+    from edgekit.export import onnx_smooth
     from edgekit.models import load_tokenizer
 
     ids = load_tokenizer(prepared, _hf_config(prepared).vocab_size).encode(training_text())[: recipe.max_context]
-    names = onnx_quant.smoothable_inputs(model)
+    names = onnx_smooth.smoothable_inputs(model)
     maxima = activation_maxima(built, names, ids, threads=recipe.threads, max_context=recipe.max_context)
-    smoothed = onnx_quant.smooth(model, maxima, alpha=SMOOTH_ALPHA)
+    smoothed = onnx_smooth.smooth(model, maxima, alpha=SMOOTH_ALPHA)
     return {"alpha": SMOOTH_ALPHA, "calibration_tokens": len(ids), "inputs_smoothed": len(smoothed),
             "calibration_text": "edgekit/data/corpus.txt"}  # fmt: skip
 

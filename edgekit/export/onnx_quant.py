@@ -20,15 +20,8 @@ rewrites those nodes in place (same output names, so the rest of the graph is un
   plus the gathered per-block offsets), reading the lm_head's own quantized tensor when they are tied;
   under ``8da8w`` it gathers 8-bit rows (columns of the lm_head's tensor when tied) and their scales.
 
-Before ``8da8w``, ``smooth`` moves the activations' outlier channels into the weights (SmoothQuant, Xiao et
-al. 2023): with one activation scale per tensor, a few channels hundreds of times larger than the rest
-leave the others a handful of levels. Each linear input j is divided by s_j = a_j^alpha / w_j^(1 - alpha)
-(a_j: the channel's largest magnitude on calibration text, w_j: the largest weight reading it) and the
-weights' row j multiplied by it, exactly: the division folds into the producing RMSNorm's scale, or into
-the columns of the ``up_proj`` whose output is multiplied into the ``down_proj``'s input.
-
-It never runs a model or judges quality (the gate does; the calibration maxima are computed by the
-caller); it does not know recipes, only precisions.
+Before ``8da8w`` the caller runs ``onnx_smooth`` (SmoothQuant). It never runs a model or judges quality
+(the gate does); it does not know recipes, only precisions.
 """
 
 from __future__ import annotations
@@ -120,7 +113,7 @@ class PassResult:
     embedding: str  # what the embedding table became: float | 4bit | 8bit, "-shared" when it reads the lm_head's
 
 
-class _Graph:
+class Graph:
     """The model's graph with name lookups, and helpers that add initializers and nodes."""
 
     def __init__(self, model: Any) -> None:
@@ -181,7 +174,7 @@ def _lm_head(model: Any) -> Any:
     return node
 
 
-def _embedding(g: _Graph) -> tuple[Any, str | None]:
+def _embedding(g: Graph) -> tuple[Any, str | None]:
     """The Gather reading input_ids, and the lm_head weight it is tied to (None when it has its own table)."""
     node = next((n for n in g.graph.node if n.op_type in ("Gather", "GatherBlockQuantized")
                  and "input_ids" in n.input), None)  # fmt: skip
@@ -193,82 +186,11 @@ def _embedding(g: _Graph) -> tuple[Any, str | None]:
     return node, None
 
 
-NORMS = {"SimplifiedLayerNormalization": 1, "SkipSimplifiedLayerNormalization": 2}  # op -> its scale input
-
-
-def smoothable_inputs(model: Any) -> list[str]:
-    """The linear layers' inputs ``smooth`` can rescale exactly (see ``_fold_target``)."""
-    g = _Graph(model)
-    consumers = _consumers(g)
-    names = dict.fromkeys(n.input[0] for n in linear_nodes(model) if n.op_type == "MatMul")
-    return [x for x in names if _fold_target(g, consumers, x) is not None]
-
-
-def smooth(model: Any, maxima: dict[str, np.ndarray], *, alpha: float) -> list[str]:
-    """SmoothQuant over ``model`` in place, given each input's per-channel maxima of |x| (from calibration);
-    returns the inputs it rescaled. A weight another node also reads (a tied lm_head) is left alone."""
-    g = _Graph(model)
-    consumers = _consumers(g)
-    done = []
-    for x, a in maxima.items():
-        target = _fold_target(g, consumers, x)
-        users = consumers.get(x, [])
-        if target is None or any(len(consumers[u.input[1]]) != 1 for u in users):
-            continue
-        weights = [g.array(u.input[1]) for u in users]  # [K, N] each
-        w = np.max([np.abs(m).max(axis=1) for m in weights], axis=0)
-        a = np.asarray(a, dtype=np.float64)
-        ratio = np.power(np.maximum(a, 1e-12), alpha) / np.power(np.maximum(w, 1e-12), 1 - alpha)
-        s = np.clip(np.where((a > 0) & (w > 0), ratio, 1.0), 1e-5, 1e5)
-        for user, m in zip(users, weights, strict=True):
-            _set(g, user.input[1], m * s[:, None].astype(np.float32))
-        name, axis = target
-        table = g.array(name)
-        _set(g, name, (table / (s if axis == 0 else s[None, :])).astype(np.float32))
-        done.append(x)
-    return done
-
-
-def _consumers(g: _Graph) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {}
-    for n in g.graph.node:
-        for i in n.input:
-            out.setdefault(i, []).append(n)
-    return out
-
-
-def _fold_target(g: _Graph, consumers: dict[str, list[Any]], x: str) -> tuple[str, int] | None:
-    """Where x's per-channel division can go, as (initializer, axis): the scale of the RMSNorm writing x
-    (its first output, read by linear layers only), or the weight columns of the MatMul whose output is one
-    factor of the Mul writing x (the gated MLP's up_proj: silu(gate) * up) and is read by nothing else."""
-    if not consumers.get(x) or any(u.op_type != "MatMul" or u.input[1] not in g.inits for u in consumers[x]):
-        return None
-    producer = g.producer.get(x)
-    if producer is None:
-        return None
-    if producer.op_type in NORMS and producer.output[0] == x:
-        scale = producer.input[NORMS[producer.op_type]]
-        return (scale, 0) if scale in g.inits and len(consumers[scale]) == 1 else None
-    if producer.op_type == "Mul":
-        for factor in producer.input:
-            mm = g.producer.get(factor)
-            if (mm is not None and mm.op_type == "MatMul" and mm.input[1] in g.inits
-                    and len(consumers[factor]) == 1 and len(consumers[mm.input[1]]) == 1):  # fmt: skip
-                return mm.input[1], 1
-    return None
-
-
-def _set(g: _Graph, name: str, value: np.ndarray) -> None:
-    from onnx import numpy_helper
-
-    g.inits[name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(value), name))
-
-
 def quantize_graph(model: Any, *, body: Precision | None, head: Precision | None, block: int,
                    accuracy_level: int = 4) -> PassResult:  # fmt: skip
     """Rewrite ``model`` in place: float linear layers to ``body``, the lm_head and embedding to ``head``
     (None leaves them as they are)."""
-    g = _Graph(model)
+    g = Graph(model)
     lm_head = _lm_head(model)
     head_weight = lm_head.input[1]
     embed, tied_to = _embedding(g)
@@ -323,7 +245,7 @@ def mend_shared_embedding(model: Any) -> bool:
     model builder left it without them (0.15.2, asymmetric int4: the table is a Reshape of the lm_head's
     float weight, and neither scales nor zero points are passed, so the graph does not load), as its
     symmetric int4 does; the float weight, then unused, is dropped. Whether anything changed."""
-    g = _Graph(model)
+    g = Graph(model)
     head = _lm_head(model)
     gather = next((n for n in g.graph.node if n.op_type == "GatherBlockQuantized" and "input_ids" in n.input), None)
     if head.op_type != "MatMulNBits" or gather is None or len(gather.input) > 2:
@@ -342,7 +264,7 @@ def _layer_name(node: Any) -> str:
     return node.name.strip("/").removesuffix("/MatMul").replace("/", ".")
 
 
-def _table_width(g: _Graph, embed: Any, tied_to: str | None) -> int:
+def _table_width(g: Graph, embed: Any, tied_to: str | None) -> int:
     return int(g.inits[tied_to].dims[0]) if tied_to is not None else int(g.inits[embed.input[0]].dims[1])
 
 
@@ -351,7 +273,7 @@ def _gbq_kind(node: Any) -> str:
     return f"{bits}bit"
 
 
-def _replace_linear(g: _Graph, node: Any, blocks: Blocks, blocksums: dict[str, str],
+def _replace_linear(g: Graph, node: Any, blocks: Blocks, blocksums: dict[str, str],
                     accuracy_level: int) -> tuple[str, str]:  # fmt: skip
     """MatMul -> MatMulNBits (+ the q4 offset path); returns the names of its levels and scales."""
     from onnx import helper
@@ -386,7 +308,7 @@ def _replace_linear(g: _Graph, node: Any, blocks: Blocks, blocksums: dict[str, s
     return data, scales
 
 
-def _replace_linear_dynamic(g: _Graph, node: Any, blocks: Blocks) -> tuple[str, str]:
+def _replace_linear_dynamic(g: Graph, node: Any, blocks: Blocks) -> tuple[str, str]:
     """MatMul(x, W) -> DynamicQuantizeMatMul(x, Wq [K, N] int8, scales [N]); returns the names of Wq and scales."""
     from onnx import helper
 
@@ -401,7 +323,7 @@ def _replace_linear_dynamic(g: _Graph, node: Any, blocks: Blocks) -> tuple[str, 
     return data, scales
 
 
-def _rows_embedding(g: _Graph, embed: Any, tied_to: str | None, shared: tuple[str, str, Any] | None) -> str:
+def _rows_embedding(g: Graph, embed: Any, tied_to: str | None, shared: tuple[str, str, Any] | None) -> str:
     """Gather(table, ids) -> 8-bit rows gathered with their per-row scales: from the lm_head's [K, V] int8
     tensor when tied (a column per token, transposed back), else from the table quantized per row."""
     from onnx import TensorProto, helper
@@ -437,7 +359,7 @@ def _rows_embedding(g: _Graph, embed: Any, tied_to: str | None, shared: tuple[st
     return kind
 
 
-def _replace_embedding(g: _Graph, embed: Any, data: str, scales: str, offsets: str | None, *,
+def _replace_embedding(g: Graph, embed: Any, data: str, scales: str, offsets: str | None, *,
                        bits: int, block: int) -> None:  # fmt: skip
     """Gather(table, ids) -> GatherBlockQuantized over ``data`` (reshaped to [V, K * bits / 8]) (+ offsets)."""
     from onnx import helper

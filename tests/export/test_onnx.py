@@ -15,7 +15,8 @@ import pytest
 from edgekit.data import GATE_TEXT_NAME, gate_text
 from edgekit.export import quality
 from edgekit.export.onnx import MODEL_FILE, GenAIGraphRunner
-from edgekit.export.onnx_quant import quantize_affine4, quantize_graph, quantize_sym8, smooth, smoothable_inputs
+from edgekit.export.onnx_quant import quantize_affine4, quantize_graph, quantize_sym8
+from edgekit.export.onnx_smooth import smooth, smoothable_inputs
 from edgekit.export.pipeline import export
 from edgekit.export.recipes import Recipe, load_recipe_file, recipes_dir
 from edgekit.manifest import read_manifest
