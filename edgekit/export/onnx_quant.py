@@ -62,6 +62,10 @@ class Blocks:
             w = w + self.offsets[..., None]
         return w.reshape(n, k)
 
+    def signed(self) -> np.ndarray:
+        """8-bit levels as int8 around zero (Q - 128): the symmetric form that needs no zero point."""
+        return (self.levels.astype(np.int16) - 128).astype(np.int8)
+
     def packed(self) -> np.ndarray:
         """MatMulNBits' layout [N, K / block, block * bits / 8]; 4-bit levels two to a byte, low nibble first."""
         n, k = self.levels.shape
@@ -313,7 +317,7 @@ def _replace_linear_dynamic(g: Graph, node: Any, blocks: Blocks) -> tuple[str, s
     from onnx import helper
 
     base = node.input[1].removesuffix(".weight")
-    levels = (blocks.levels.astype(np.int16) - 128).astype(np.int8).T  # [K, N], symmetric: no zero point
+    levels = blocks.signed().T  # [K, N], symmetric: no zero point
     data = g.add_init(f"{base}.weight_int8", levels)
     scales = g.add_init(f"{base}.weight_scales", blocks.scales[:, 0])
     index = list(g.graph.node).index(node)
@@ -336,7 +340,7 @@ def _rows_embedding(g: Graph, embed: Any, tied_to: str | None, shared: tuple[str
         table = g.array(embed.input[0]) if tied_to is None else g.array(tied_to).T
         blocks = quantize_sym8(table, table.shape[1])
         base = embed.name.strip("/").replace("/", ".")
-        data = g.add_init(f"{base}.weight_int8", (blocks.levels.astype(np.int16) - 128).astype(np.int8))
+        data = g.add_init(f"{base}.weight_int8", blocks.signed())
         scales = g.add_init(f"{base}.weight_scales", blocks.scales[:, 0])
         axis, kind = 0, "8bit"
     last = g.const_i64(f"{stem}/axes_last", [-1])

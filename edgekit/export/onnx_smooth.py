@@ -45,9 +45,7 @@ def smooth(model: Any, maxima: dict[str, np.ndarray], *, alpha: float) -> list[s
         s = np.clip(np.where((a > 0) & (w > 0), ratio, 1.0), 1e-5, 1e5)
         for user, m in zip(users, weights, strict=True):
             _set(g, user.input[1], m * s[:, None].astype(np.float32))
-        name, axis = target
-        table = g.array(name)
-        _set(g, name, (table / (s if axis == 0 else s[None, :])).astype(np.float32))
+        _set(g, target, (g.array(target) / s).astype(np.float32))  # a scale [K] or up_proj's columns [., K]
         done.append(x)
     return done
 
@@ -60,10 +58,11 @@ def _consumers(g: Graph) -> dict[str, list[Any]]:
     return out
 
 
-def _fold_target(g: Graph, consumers: dict[str, list[Any]], x: str) -> tuple[str, int] | None:
-    """Where x's per-channel division can go, as (initializer, axis): the scale of the RMSNorm writing x
-    (its first output, read by linear layers only), or the weight columns of the MatMul whose output is one
-    factor of the Mul writing x (the gated MLP's up_proj: silu(gate) * up) and is read by nothing else."""
+def _fold_target(g: Graph, consumers: dict[str, list[Any]], x: str) -> str | None:
+    """The initializer x's per-channel division can go into (its last axis runs over x's channels): the
+    scale of the RMSNorm writing x (its first output, read by linear layers only), or the weight of the
+    MatMul whose output is one factor of the Mul writing x (the gated MLP's up_proj: silu(gate) * up) and
+    is read by nothing else."""
     if not consumers.get(x) or any(u.op_type != "MatMul" or u.input[1] not in g.inits for u in consumers[x]):
         return None
     producer = g.producer.get(x)
@@ -71,13 +70,13 @@ def _fold_target(g: Graph, consumers: dict[str, list[Any]], x: str) -> tuple[str
         return None
     if producer.op_type in NORMS and producer.output[0] == x:
         scale = producer.input[NORMS[producer.op_type]]
-        return (scale, 0) if scale in g.inits and len(consumers[scale]) == 1 else None
+        return scale if scale in g.inits and len(consumers[scale]) == 1 else None
     if producer.op_type == "Mul":
         for factor in producer.input:
             mm = g.producer.get(factor)
             if (mm is not None and mm.op_type == "MatMul" and mm.input[1] in g.inits
                     and len(consumers[factor]) == 1 and len(consumers[mm.input[1]]) == 1):  # fmt: skip
-                return mm.input[1], 1
+                return mm.input[1]
     return None
 
 
