@@ -15,7 +15,7 @@ ON_PHONE = "/data/local/tmp/hostile"
 
 # A runner that speaks only what the agent asks of it (version, clock sync, a run that writes its trace
 # file): the agent's sampling is under test, not a runtime.
-FAKE_RUNNER = r"""#!/system/bin/sh
+FAKE_RUNNER_HEAD = r"""#!/system/bin/sh
 case "$1" in
   --version) echo "fake-runner 1"; exit 0 ;;
   --clock-sync)
@@ -25,8 +25,8 @@ case "$1" in
 esac
 while [ $# -gt 0 ]; do [ "$1" = --trace ] && trace=$2; shift; done
 : > "$trace"
-sleep 0.3
 """
+FAKE_RUNNER = FAKE_RUNNER_HEAD + "sleep 0.3\n"
 
 
 def _write(path: Path, text: str) -> None:

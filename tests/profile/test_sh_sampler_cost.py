@@ -11,25 +11,13 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.phone import Phone
+from tests.profile.test_run_hostile_sysfs import AGENT, FAKE_RUNNER_HEAD
 
-REPO = Path(__file__).resolve().parents[2]
-AGENT = REPO / "device_agents" / "android" / "agent.sh"
 ON_PHONE = "/data/local/tmp/pss-cost"
 
-# A runner that answers what the agent asks (version, clock sync) and then becomes a 48 MB process for about
-# three seconds: dd's buffer, filled from /dev/zero over and over, is resident (the phone has only busybox).
-BIG_RUNNER = r"""#!/system/bin/sh
-case "$1" in
-  --version) echo "fake-runner 1"; exit 0 ;;
-  --clock-sync)
-    read -r up rest < /proc/uptime
-    echo "{\"type\":\"event\",\"name\":\"clock_sync\",\"ts_ns\":${up%.*}${up#*.}0000000,\"run\":-1,\"warmup\":false}"
-    exit 0 ;;
-esac
-while [ $# -gt 0 ]; do [ "$1" = --trace ] && trace=$2; shift; done
-: > "$trace"
-exec dd if=/dev/zero of=/dev/null bs=48M count=1200 2>/dev/null
-"""
+# The fake runner, then a 48 MB process for about three seconds: dd's buffer, filled from /dev/zero over and
+# over, is resident (the phone has only busybox).
+BIG_RUNNER = FAKE_RUNNER_HEAD + "exec dd if=/dev/zero of=/dev/null bs=48M count=1200 2>/dev/null\n"
 
 
 @pytest.fixture
