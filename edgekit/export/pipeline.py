@@ -5,7 +5,8 @@ fresh and the quality gate (``quality.py``) runs the artifact in its own runtime
 written into a temporary sibling of ``--out`` and renamed into place at the end, so bad input or a crash
 leaves nothing at ``--out``. A gate failure keeps the artifact (its manifest says ``failed``) and raises
 ``ParityError`` so the CLI exits non-zero with the numbers.
-Finished artifacts are cached by a key over the source hash, the resolved recipe and tool versions.
+Finished artifacts are cached by a key over the source hash, the resolved recipe, tool versions and a digest
+of edgekit's own export code; an export asked for afresh replaces its entry.
 """
 
 from __future__ import annotations
