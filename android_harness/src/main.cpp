@@ -115,13 +115,28 @@ std::string parse_args(int argc, char** argv, Options* opt) {
   return "";
 }
 
-long self_hwm_kb() {
-  std::ifstream status("/proc/self/status");
+// The number after `key` in a /proc listing of "Key:   123 kB" lines, or -1.
+long proc_kb(const char* path, const char* key) {
+  std::ifstream in(path);
   std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
+  const size_t n = std::strlen(key);
+  while (std::getline(in, line)) {
+    if (line.compare(0, n, key) == 0) return std::strtol(line.c_str() + n, nullptr, 10);
   }
   return -1;
+}
+
+long self_hwm_kb() { return proc_kb("/proc/self/status", "VmHWM:"); }
+
+std::string kb_json(long kb) { return kb < 0 ? "null" : std::to_string(kb); }
+
+// The runner's own memory at the end of a repetition (its KV cache at its largest), read after the last
+// token and before run_end: every repetition has a PSS figure however short it is, where the agent's
+// sampler reads PSS only now and then (smaps_rollup walks every page, 1-3 ms for a 135M model).
+std::string memory_sample(int64_t ts_ns) {
+  return "{\"type\":\"sample\",\"ts_ns\":" + std::to_string(ts_ns) +
+         ",\"rss_kb\":" + kb_json(proc_kb("/proc/self/status", "VmRSS:")) + ",\"hwm_kb\":" + kb_json(self_hwm_kb()) +
+         ",\"pss_kb\":" + kb_json(proc_kb("/proc/self/smaps_rollup", "Pss:")) + "}";
 }
 
 bool read_prompt_ids(const std::string& path, std::vector<int64_t>* ids, std::string* problem) {
@@ -244,6 +259,7 @@ int run(const Options& opt, edgekit::TraceWriter& trace) {
       failed += warm ? 0 : 1;
       continue;
     }
+    trace.line(memory_sample(monotonic_ns()));
     trace.event("run_end", monotonic_ns(), r, warm);
     if (opt.print_tokens)
       trace.line("{\"type\":\"tokens\",\"run\":" + std::to_string(r) + ",\"warmup\":" + (warm ? "true" : "false") +

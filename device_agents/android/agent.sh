@@ -194,12 +194,14 @@ for _f in /sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq; do [ -r "$
 # of the runner under its mmap lock: 1-3 ms for a 135M-parameter model) every tick while the runner is
 # small (under PSS_CHEAP_KB resident, a read well under 0.3 ms), else at most every PSS_MS (--pss-ms, the
 # workload's pss_ms the host passes to both agents) and, as the Python agent does, never more often than
-# keeps that read under 0.5% of a core: the next one comes 200x the dearest one's CPU time later (the
-# shell's own CPU time from /proc/self/schedstat, which the kernel updates only now and then: a read can
-# look free or carry the sample's other work, so the largest seen is used). The samples between carry null.
+# keeps that read under 0.5% of a core: the next one comes 200x its CPU time later. That time is the
+# shell's own from /proc/self/schedstat, which the kernel brings up to date only at a tick or a switch, so
+# one read looks free and the next carries the work since the last update: their running mean (new reads
+# weigh 1/4) is the cost, where the largest seen would let one preempted read stop PSS for seconds. The
+# samples between carry null; the runner itself reads its PSS once at the end of every repetition.
 # What each tick costs is taken from the runner's cores when it runs as many threads as the device has.
 PSS_CHEAP_KB=32768
-PSS_EVERY=$(( (PSS_MS + S - 1) / S )); _pss_due=0; _pss_cost_ns=0
+PSS_EVERY=$(( (PSS_MS + S - 1) / S )); _pss_due=0; _pss_cost_ns=0; _pss_reads=0
 
 # This shell's CPU time in ns modulo 1e9 into CPU_NS (the last nine digits of schedstat's first field keep
 # mksh's 32-bit arithmetic); empty where the kernel has no schedstat.
@@ -231,7 +233,9 @@ sample() {
       cpu_ns
       if [ -n "$_c0" ] && [ -n "$CPU_NS" ]; then
         _c=$(( (CPU_NS - _c0 + 1000000000) % 1000000000 ))
-        [ "$_c" -gt "$_pss_cost_ns" ] && _pss_cost_ns=$_c
+        [ "$_c" -gt 100000000 ] && _c=100000000   # 0.1 s: 3x the mean stays in 32 bits
+        if [ "$_pss_reads" -eq 0 ]; then _pss_cost_ns=$_c; else _pss_cost_ns=$(( (3 * _pss_cost_ns + _c) / 4 )); fi
+        _pss_reads=$((_pss_reads + 1))
       fi
       _pss_due=$(( (_pss_cost_ns / 5000 + S - 1) / S ))   # 200 x cost, in ms (ns / 5000), in ticks
       [ "$_pss_due" -lt "$PSS_EVERY" ] && _pss_due=$PSS_EVERY
@@ -293,8 +297,9 @@ write_trace() {  # status runs_completed runs_failed self_hwm_kb footer_ts_ns (n
 \"workload\":{\"prompt_len\":$P,\"gen_len\":$G,\"warmup\":$W,\"runs\":$R,\"threads\":$T,\"sample_ms\":$S,\"prompt_ids\":$PROMPT_JSON},\
 \"power_source\":$POWER_SOURCE,\"power_source_detail\":$POWER_DETAIL,\"started_at\":\"$STARTED_AT\"}"
     cat "$BODY"
-    # the runner's events; its runner_info / tokens / runner_footer lines stay in runner.jsonl
-    [ -f "$RUNNER_OUT" ] && grep '"type":"event"' "$RUNNER_OUT"
+    # the runner's events and its end-of-repetition memory samples; its runner_info / tokens /
+    # runner_footer lines stay in runner.jsonl
+    [ -f "$RUNNER_OUT" ] && grep -e '"type":"event"' -e '"type":"sample"' "$RUNNER_OUT"
     if [ -n "$1" ]; then echo "{\"type\":\"footer\",\"ts_ns\":$5,\"status\":\"$1\",\"runs_completed\":$2,\"runs_failed\":$3,\"self_hwm_kb\":$4}"; fi
   } > "$TRACE.tmp" && mv "$TRACE.tmp" "$TRACE"
 }

@@ -265,7 +265,7 @@ def greedy_reference(pte: Path, ids: list[int], gen_len: int) -> list[int]:
 def check_runner_trace(lines: list[dict], *, warmup: int, runs: int, gen_len: int) -> None:
     """The runner's lines for a run with no errors: events per device_agents/TRACE.md (names, order, run and
     warmup numbering, token_index, timestamps that never go backwards), runner_info after load_end, the footer
-    last and a tokens line per repetition."""
+    last, a tokens line and a memory sample per repetition."""
     events = [x for x in lines if x["type"] == "event"]
     for event in events:
         assert isinstance(event["ts_ns"], int) and isinstance(event["run"], int)
@@ -282,6 +282,9 @@ def check_runner_trace(lines: list[dict], *, warmup: int, runs: int, gen_len: in
         assert [e["token_index"] for e in mine if e["name"] == "decode_step"] == list(range(1, gen_len))
         stamps = [e["ts_ns"] for e in mine]
         assert stamps == sorted(stamps), "timestamps of one repetition go backwards"
+        # The runner's own memory between the last token and run_end: a PSS figure for every repetition.
+        (memory,) = [x for x in lines if x["type"] == "sample" and stamps[-2] <= x["ts_ns"] <= stamps[-1]]
+        assert 1000 < memory["pss_kb"] <= memory["rss_kb"] <= memory["hwm_kb"]
     assert {e["run"] for e in events if not e["warmup"]} == {-1, *range(runs)}
     assert {e["run"] for e in events if e["warmup"]} == set(range(warmup))
     kinds = [x["type"] for x in lines]

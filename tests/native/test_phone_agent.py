@@ -83,8 +83,16 @@ def test_agent_on_emulated_phone(phone_dev: AdbDevice, native_runner: NativeRunn
     base = [e["ts_ns"] for e in trace.events if e["name"] in ("baseline_start", "baseline_end")]
     assert base[1] - base[0] >= 0.9e9
 
-    assert all("ts_boot_ns" in s for s in raw if s["type"] == "sample"), "the sh agent stamps with the boot clock"
-    during = [s for s in trace.samples if s["rss_kb"] is not None]
+    # The sh agent stamps its samples with the boot clock; the runner adds its own memory, on the monotonic
+    # clock, at the end of every repetition (warmup included), between the last token and run_end.
+    own = [s for s in raw if s["type"] == "sample" and "ts_boot_ns" not in s]
+    assert len(own) == warmup + runs and all(set(s) == {"type", "ts_ns", "rss_kb", "hwm_kb", "pss_kb"} for s in own)
+    assert all(0 < s["pss_kb"] <= s["rss_kb"] <= s["hwm_kb"] for s in own)
+    ends = sorted(e["ts_ns"] for e in trace.events if e["name"] == "run_end")
+    stamps = sorted(s["ts_ns"] for s in own)
+    assert all(end - 50_000_000 < ts <= end for ts, end in zip(stamps, ends, strict=True))
+    samples = [s for s in trace.samples if "ts_boot_ns" in s]
+    during = [s for s in samples if s["rss_kb"] is not None]
     assert len(during) >= 3, f"only {len(during)} samples while the runner ran"
     assert all(s["rss_kb"] > 0 for s in during)
     # The peak and PSS: every sample while the runner is under 32 MB resident, else at most every 100 ms (the
@@ -100,15 +108,15 @@ def test_agent_on_emulated_phone(phone_dev: AdbDevice, native_runner: NativeRunn
     low = [(s["hwm_kb"], s["rss_kb"]) for s in full if s["hwm_kb"] < s["rss_kb"] - max(1024, s["rss_kb"] // 50)]
     assert not low, f"VmHWM well under the resident size read just before it (hwm, rss): {low}"
     assert all(s["pss_kb"] is None and s["rss_kb"] >= 32768 for s in during if s["hwm_kb"] is None)
-    powered = [s for s in trace.samples if s["power_uw"] is not None]
-    assert len(powered) == len(trace.samples)
+    powered = [s for s in samples if s["power_uw"] is not None]
+    assert len(powered) == len(samples)
     assert all(s["power_uw"] > 0 and s["current_ua"] < 0 for s in powered), "discharging: consumed power is positive"
     # computed as mV x uA / 1000 in 32-bit shell arithmetic: off by at most |current| / 1000 + 1 uW
     assert all(abs(s["power_uw"] - s["voltage_uv"] * -s["current_ua"] / 1e6) <= -s["current_ua"] / 1e3 + 2
                for s in powered)
-    assert all(s["cpu_freq_khz"] and s["thermal_mc"].get("cpu-thermal") for s in trace.samples)
+    assert all(s["cpu_freq_khz"] and s["thermal_mc"].get("cpu-thermal") for s in samples)
     # /proc/uptime has 10 ms resolution: leave that much slack at the window's end
-    baseline = [s for s in trace.samples if base[0] <= s["ts_ns"] <= base[1] - 20_000_000]
+    baseline = [s for s in samples if base[0] <= s["ts_ns"] <= base[1] - 20_000_000]
     assert len(baseline) >= 10 and all(s["rss_kb"] is None for s in baseline)
 
     footer = trace.footer

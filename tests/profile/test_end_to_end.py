@@ -54,6 +54,8 @@ def check_result(result: ProfileResult, runtime: str, *, summary: bool = True) -
     assert m.load_ms is not None and m.load_ms > 0
     assert m.memory["peak_rss_kb"] is not None and m.memory["peak_rss_kb"] > m.memory["weights_kb"]
     assert m.memory["peak_pss_kb"] is not None and 0 < m.memory["peak_pss_kb"] <= m.memory["peak_rss_kb"]
+    # however short a repetition, its runner read its own PSS at the end of it
+    assert all(r.peak_pss_kb is not None and r.peak_pss_kb > 0 for r in m.runs)
     assert m.temperature_max_c is not None and m.freq_mean_khz is not None
     assert m.idle_power_w is not None and m.idle_power_w > 0
     assert all(r.energy_per_token_mj is not None for r in m.runs), m.energy_missing_reason
