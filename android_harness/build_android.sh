@@ -4,7 +4,8 @@
 #
 #   ANDROID_NDK=... EXECUTORCH_SRC=... ORT_GENAI_ANDROID=... ORT_ANDROID=... LLAMA_CPP_SRC=... \
 #     android_harness/build_android.sh
-#     -> android_harness/build/android-arm64-v8a/<runtime>/bin/edgekit_runner
+#     -> android_harness/build/android-arm64-v8a/<runtime>/bin/edgekit_runner (and edgekit_sampler, the
+#                                                         agent's sampler)
 #        android_harness/build/android-arm64-v8a/<runtime>/lib/   (shared libraries it needs, if any)
 #
 # BACKENDS: the runtimes to build (default: "executorch onnxruntime-genai llama.cpp"); each needs its inputs.
@@ -96,4 +97,4 @@ case " $backends " in
     cxx=$(find "$ANDROID_NDK/toolchains/llvm/prebuilt" -path "*aarch64-linux-android/libc++_shared.so" | head -n 1)
     [ -n "$cxx" ] && cp -f "$cxx" "$build/onnxruntime-genai/lib/" ;;
 esac
-for backend in $backends; do echo "$build/$backend/bin/edgekit_runner"; done
+for backend in $backends; do echo "$build/$backend/bin/edgekit_runner $build/$backend/bin/edgekit_sampler"; done

@@ -5,9 +5,10 @@
 # POSIX sh only, for Android's mksh with toybox (and busybox sh): no arrays, no [[ ]], no ${x//},
 # no `date +%N`, no awk. Arithmetic stays within 32 bits (mksh's integers). The sampling loop uses
 # shell builtins (read, echo, kill -0) and forks nothing (where the shell's `read -t` cannot pause it,
-# a `sleep` per tick).
+# a `sleep` per tick). While the runner runs, edgekit_sampler (built beside it) samples instead, for a
+# sixth of the CPU time a tick of this loop costs; this loop is the fallback (--sampler sh).
 #
-# It records raw facts only and never computes a metric. Clocks: the runner writes events stamped
+# It records raw facts only and never computes a metric. Clocks: the runner and edgekit_sampler stamp
 # with CLOCK_MONOTONIC (ts_ns); this script stamps its samples with /proc/uptime (CLOCK_BOOTTIME,
 # ts_boot_ns) and gets monotonic timestamps for its own events by asking the runner
 # (`edgekit_runner --clock-sync`, which also leaves a clock_sync event in the trace).
@@ -17,21 +18,23 @@
 #                    --gen-len G --warmup W --runs R --threads T --sample-ms S [--pss-ms 100] [--baseline-ms 1000]
 #                    [--timeout-s N] [--max-context N]
 # The flags after --lib-dir are the ones the Python agent takes, with the same names: the host builds both
-# command lines from one Workload (edgekit/workload.py).
+# command lines from one Workload (edgekit/workload.py). --sampler: who samples while the runner runs,
+# `native` (edgekit_sampler beside the runner, the default where it is there and starts) or `sh` (this
+# script's own loop, as it samples the idle baseline).
 # Exit status: 0 ok; 1 a repetition failed or the runner died; 2 bad usage; 3 the runner could not
 # start (missing shared library) or could not load the model.
 
 AGENT_NAME=edgekit-android-agent
-AGENT_VERSION=2.0.0
+AGENT_VERSION=2.1.0
 
 usage() {
   echo "agent.sh: $1" >&2
-  echo "usage: sh agent.sh --runner PATH --lib-dir DIR --model FILE --runtime R --model-id ID --recipe NAME --artifact-sha256 SHA --out DIR [--device-json FILE] --prompt-len P --prompt-ids FILE --gen-len G --warmup W --runs R --threads T --sample-ms S [--pss-ms 100] [--baseline-ms 1000] [--timeout-s N] [--max-context N]" >&2
+  echo "usage: sh agent.sh --runner PATH --lib-dir DIR --model FILE --runtime R --model-id ID --recipe NAME --artifact-sha256 SHA --out DIR [--device-json FILE] --prompt-len P --prompt-ids FILE --gen-len G --warmup W --runs R --threads T --sample-ms S [--pss-ms 100] [--baseline-ms 1000] [--timeout-s N] [--max-context N] [--sampler native|sh]" >&2
   exit 2
 }
 
 RUNNER= LIB_DIR= MODEL= RUNTIME= OUT= P= G= W= R= T= S= BASELINE_MS=1000 DEVICE_JSON= PROMPT_IDS=
-ARTIFACT_SHA= MODEL_ID= RECIPE= TIMEOUT_S=0 MAX_CONTEXT=0 PSS_MS=100
+ARTIFACT_SHA= MODEL_ID= RECIPE= TIMEOUT_S=0 MAX_CONTEXT=0 PSS_MS=100 SAMPLER=native
 while [ $# -gt 0 ]; do
   [ $# -ge 2 ] || usage "option $1 needs a value"
   case "$1" in
@@ -55,6 +58,7 @@ while [ $# -gt 0 ]; do
     --recipe) RECIPE=$2 ;;
     --timeout-s) TIMEOUT_S=$2 ;;
     --max-context) MAX_CONTEXT=$2 ;;
+    --sampler) SAMPLER=$2 ;;
     *) usage "unknown option $1" ;;
   esac
   shift 2
@@ -76,13 +80,15 @@ done
 [ -f "$PROMPT_IDS" ] || usage "prompt ids file '$PROMPT_IDS' does not exist"
 case "$RUNTIME" in *[!a-z0-9._-]*) usage "--runtime must be a runtime name, got '$RUNTIME'" ;; esac
 case "$ARTIFACT_SHA" in *[!0-9a-f]*) usage "--artifact-sha256 must be a hex digest" ;; esac
+case "$SAMPLER" in native|sh) ;; *) usage "--sampler must be native or sh, got '$SAMPLER'" ;; esac
 
 mkdir -p "$OUT" || usage "cannot create --out '$OUT'"
 TRACE="$OUT/trace.jsonl"
 BODY="$OUT/.body.jsonl"          # this script's events and samples
 RUNNER_OUT="$OUT/runner.jsonl"   # the runner's own lines (kept for inspection)
 RUNNER_ERR="$OUT/runner.stderr"
-rm -f "$TRACE" "$BODY" "$RUNNER_OUT" "$RUNNER_ERR"
+SAMPLES="$OUT/.samples.jsonl"    # edgekit_sampler's samples of the run
+rm -f "$TRACE" "$BODY" "$RUNNER_OUT" "$RUNNER_ERR" "$SAMPLES"
 : > "$BODY"
 # Only the runner gets the library path: system tools keep their own libraries.
 RUNNER_LD_PATH="$LIB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -272,6 +278,7 @@ case "$S" in ?) SLEEP="0.00$S" ;; esac
 # timeout (mksh, busybox ash, bash; checked here by timing five pauses), else `sleep`, a fork and exec per
 # tick (about 1 ms of CPU, taken from the runner's cores).
 nap() { sleep "$SLEEP"; }
+watch_nap() { sleep 0.1; }   # the pause of the loop that only watches the runner (edgekit_sampler samples)
 if mkfifo "$OUT/.nap" 2>/dev/null; then
   exec 3<>"$OUT/.nap"
   rm -f "$OUT/.nap"
@@ -280,7 +287,14 @@ if mkfifo "$OUT/.nap" 2>/dev/null; then
   boot_ns
   if [ $((BOOT_CS - _t0)) -ge 8 ] && [ $((BOOT_CS - _t0)) -le 50 ]; then
     nap() { read -t "$SLEEP" _x <&3; }
+    watch_nap() { read -t 0.1 _x <&3; }
   fi
+fi
+
+# edgekit_sampler beside the runner; this shell samples where it is missing or cannot start.
+SAMPLER_BIN="${RUNNER%/*}/edgekit_sampler"
+if [ "$SAMPLER" = native ] && ! { [ -x "$SAMPLER_BIN" ] && "$SAMPLER_BIN" --version >/dev/null 2>&1; }; then
+  SAMPLER=sh
 fi
 
 # -- trace assembly -------------------------------------------------------------------------------------
@@ -290,13 +304,14 @@ PROMPT_JSON=null
 
 write_trace() {  # status runs_completed runs_failed self_hwm_kb footer_ts_ns (no status: no footer, a partial trace)
   {
-    printf '%s\n' "{\"type\":\"header\",\"schema_version\":1,\"agent\":{\"name\":\"$AGENT_NAME\",\"version\":\"$AGENT_VERSION\"},\
+    printf '%s\n' "{\"type\":\"header\",\"schema_version\":1,\"agent\":{\"name\":\"$AGENT_NAME\",\"version\":\"$AGENT_VERSION\",\"sampler\":\"$SAMPLER\"},\
 \"runner\":{\"kind\":\"native-$RUNTIME\",\"version\":$(json_quote "${RUNNER_VERSION:-unknown}")},\"device\":$DEVICE,\
 \"artifact\":{\"sha256\":$(json_quote "$ARTIFACT_SHA"),\"model_id\":$(json_quote "${MODEL_ID:-unknown}"),\
 \"recipe\":$(json_quote "${RECIPE:-unknown}"),\"runtime\":\"$RUNTIME\",\"file\":$(json_quote "${MODEL##*/}")},\
 \"workload\":{\"prompt_len\":$P,\"gen_len\":$G,\"warmup\":$W,\"runs\":$R,\"threads\":$T,\"sample_ms\":$S,\"prompt_ids\":$PROMPT_JSON},\
 \"power_source\":$POWER_SOURCE,\"power_source_detail\":$POWER_DETAIL,\"started_at\":\"$STARTED_AT\"}"
     cat "$BODY"
+    [ -f "$SAMPLES" ] && grep '}$' "$SAMPLES"   # whole lines only
     # the runner's events and its end-of-repetition memory samples; its runner_info / tokens /
     # runner_footer lines stay in runner.jsonl
     [ -f "$RUNNER_OUT" ] && grep -e '"type":"event"' -e '"type":"sample"' "$RUNNER_OUT"
@@ -348,20 +363,34 @@ set -- --model "$MODEL" --prompt-len "$P" --prompt-ids "$PROMPT_IDS" --gen-len "
 [ "$MAX_CONTEXT" -gt 0 ] && set -- "$@" --ctx "$MAX_CONTEXT"
 LD_LIBRARY_PATH="$RUNNER_LD_PATH" "$RUNNER" "$@" 2>>"$RUNNER_ERR" 3<&- &
 pid=$!
+# The run's samples: edgekit_sampler (android_harness/src/sampler.cpp) reads what sample() reads, for a sixth
+# of its CPU time, and stamps the runner's clock; this loop then only watches the runner and the timeout.
+spid=
+if [ "$SAMPLER" = native ]; then
+  set -- --pid "$pid" --out "$SAMPLES" --sample-ms "$S" --pss-ms "$PSS_MS"
+  for _f in $FREQ_FILES; do set -- "$@" --freq "$_f"; done
+  for _z in $THERMAL_ZONES; do set -- "$@" --thermal "$_z"; done
+  [ "$POWER_SOURCE" != null ] &&
+    set -- "$@" --voltage "$BATT/voltage_now" --current "$BATT/current_now" --current-sign "$CURRENT_SIGN"
+  "$SAMPLER_BIN" "$@" 2>>"$RUNNER_ERR" 3<&- &
+  spid=$!
+fi
 # Stopped from outside (the host's timeout, adb disconnect): take the runner down too.
 # What was recorded so far is written as a trace without a footer, which the host keeps aside as partial.
-trap 'kill -9 "$pid" 2>/dev/null; write_trace ""; exit 143' TERM INT HUP
+trap 'kill -9 "$pid" 2>/dev/null; [ -n "$spid" ] && kill "$spid" 2>/dev/null; write_trace ""; exit 143' TERM INT HUP
 boot_ns; _deadline=$(( $BOOT_CS + TIMEOUT_S * 100 ))
 timed_out=
 while kill -0 "$pid" 2>/dev/null; do
-  sample "$pid"
+  if [ -n "$spid" ]; then boot_ns; else sample "$pid"; fi
   if [ "$TIMEOUT_S" -gt 0 ] && [ "$BOOT_CS" -ge "$_deadline" ]; then
     kill -9 "$pid" 2>/dev/null; timed_out=1; break
   fi
-  nap
+  if [ -n "$spid" ]; then watch_nap; else nap; fi
 done
 wait "$pid"
 rc=$?
+# The sampler stops by itself once the runner is gone; a TERM makes sure of it.
+if [ -n "$spid" ]; then kill "$spid" 2>/dev/null; wait "$spid"; fi
 trap - TERM INT HUP
 sample ""
 clock_now || NOW_NS=0

@@ -1,8 +1,9 @@
 """The emulated board's /sys: a power sensor (hwmon), a thermal zone, cpufreq and the board model.
 
 Files are laid out like a Linux sysfs under ``<state dir>/rootfs/sys`` and bind-mounted read-only at
-/sys inside the board. Values are written in place (``pwrite`` at offset 0), so a reader that opens the
-file each time and a reader that keeps it open and re-reads from offset 0 both see the current value.
+/sys inside the board. Values are written in place (``_sysfs.SysfsAttributes``, as the phone's), so a reader
+that opens the file each time and a reader that keeps it open and re-reads from offset 0 both see the
+current value.
 
 Units are the kernel's: hwmon power in microwatts (``power1_input``), energy in microjoules
 (``energy1_input``), temperature in millidegrees Celsius, frequency in kHz. This module only writes
@@ -15,6 +16,8 @@ import os
 import threading
 import time
 from pathlib import Path
+
+from edgekit.emulator._sysfs import SysfsAttributes
 
 HWMON = "class/hwmon/hwmon0"
 THERMAL = "class/thermal/thermal_zone0"
@@ -37,7 +40,7 @@ class BoardSensors:
         self.min_freq_khz = min_freq_khz
         self.max_freq_khz = max_freq_khz
         self.temp_c = ambient_c
-        self._fds: dict[str, int] = {}
+        self._attributes = SysfsAttributes()
         self._last_tick: float | None = None
         self._lock = threading.Lock()
 
@@ -64,16 +67,7 @@ class BoardSensors:
         path.write_text(text)
 
     def _write(self, relative: str, value: int) -> None:
-        fd = self._fds.get(relative)
-        if fd is None:
-            path = self.sys_root / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-            self._fds[relative] = fd
-        data = f"{value}\n".encode()
-        os.pwrite(fd, data, 0)
-        if os.fstat(fd).st_size > len(data):
-            os.ftruncate(fd, len(data))
+        self._attributes.show(self.sys_root / relative, f"{value}\n")
 
     # -- updates ---------------------------------------------------------------------------------
     def update(self, power_w: float, energy_j: float) -> None:
@@ -94,6 +88,4 @@ class BoardSensors:
 
     def close(self) -> None:
         with self._lock:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
+            self._attributes.close()

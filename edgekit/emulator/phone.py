@@ -42,6 +42,7 @@ from edgekit.emulator._adb_sync import SEND_TMP_PREFIX, run_sync
 from edgekit.emulator._atomic import write_atomic
 from edgekit.emulator._devicefs import DeviceFs
 from edgekit.emulator._sandbox import Sandbox, SandboxProcess
+from edgekit.emulator._sysfs import SysfsAttributes
 from edgekit.emulator.adbd import AdbDaemon, ServiceRunner
 from edgekit.emulator.power import LoadPowerModel
 
@@ -113,6 +114,7 @@ class Battery:
         self.charge_j = float(state.get("charge_j", 0.8 * BATTERY_CAPACITY_J))
         self.temp_c = 30.0
         self._shown: dict[Path, str] = {}
+        self._attributes = SysfsAttributes()  # rewritten in place, as the kernel's: a reader may hold one open
         # Paths written on every tick, built once (the tick runs 100 times a second).
         self._tick_files = [self.dir / "voltage_now", self.dir / "current_now", self.dir / "capacity",
                             self.dir / "temp",  # tenths of a degree C
@@ -122,7 +124,7 @@ class Battery:
 
     def _show(self, path: Path, value: str) -> None:
         if self._shown.get(path) != value:
-            _write_atomic(path, value + "\n")
+            self._attributes.show(path, value + "\n")
             self._shown[path] = value
 
     def create(self) -> None:
@@ -168,6 +170,9 @@ class Battery:
 
     def save(self) -> None:
         _write_atomic(self.state_path, json.dumps({"charge_j": self.charge_j}))
+
+    def close(self) -> None:
+        self._attributes.close()
 
 
 class Phone:
@@ -230,6 +235,7 @@ class Phone:
         self.power.stop()
         self.sandbox.stop()
         self.battery.save()
+        self.battery.close()
 
     # -- adb services -------------------------------------------------------------------------------
     def open_service(self, destination: str) -> ServiceRunner | None:

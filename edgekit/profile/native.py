@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 AGENT_SH = REPO / "device_agents" / "android" / "agent.sh"
 BUILD_ROOT = REPO / "android_harness" / "build"
 RUNNER_NAME = "edgekit_runner"
+SAMPLER_NAME = "edgekit_sampler"  # the sh agent's sampler (android_harness/src/sampler.cpp), run beside the runner
 # The runtimes the native runner has a backend for (a build directory each). Offered whether or not a
 # build exists yet, so the choice of runner does not depend on what happens to be built; ``prepare``
 # says how to build a missing one.
@@ -74,9 +75,12 @@ def build_dir(abi: str | None, runtime: str = "executorch") -> Path:
 
 
 def bundle_files(abi: str | None, runtime: str = "executorch") -> dict[str, Path]:
-    """The files pushed for ``runtime``: its runner, its libraries and the sh agent."""
+    """The files pushed for ``runtime``: its runner, the agent's sampler beside it (when built), its libraries and
+    the sh agent."""
     build = build_dir(abi, runtime)
     files = {f"bin/{RUNNER_NAME}": build / "bin" / RUNNER_NAME, "agent.sh": AGENT_SH}
+    if (sampler := build / "bin" / SAMPLER_NAME).is_file():
+        files[f"bin/{SAMPLER_NAME}"] = sampler
     files.update({f"lib/{p.name}": p for p in sorted((build / "lib").iterdir()) if p.is_file()})
     return files
 
@@ -124,9 +128,11 @@ class NativeRunner:
         return RUNTIMES
 
     def prepare(self, target: Target, runtime: str) -> PreparedNative:
-        prepared = PreparedNative(push_bundle(target.device, target.workdir, bundle_files(target.abi, runtime)))
+        files = bundle_files(target.abi, runtime)
+        prepared = PreparedNative(push_bundle(target.device, target.workdir, files))
         # Not every transport keeps the executable bit.
-        target.device.run(["chmod", "755", prepared.runner], timeout_s=30.0, check=True)
+        programs = [posixpath.join(prepared.remote_dir, rel) for rel in files if rel.startswith("bin/")]
+        target.device.run(["chmod", "755", *programs], timeout_s=30.0, check=True)
         if runtime != "executorch":
             return prepared
         # The registry of the binary that will run, on the device (an NDK build cannot run here).

@@ -23,6 +23,7 @@ def test_one_bundle_per_runtime(native_builds: dict[str, NativeRunner]) -> None:
     for runtime in native.built_runtimes("x86_64"):
         files = native.bundle_files("x86_64", runtime)
         assert files["bin/edgekit_runner"] == native_builds[runtime].binary
+        assert files["bin/edgekit_sampler"] == native_builds[runtime].binary.with_name("edgekit_sampler")
         assert files["agent.sh"] == native.AGENT_SH
         libraries[runtime] = {name for name in files if name.startswith("lib/")}
         assert libraries[runtime] == {f"lib/{p.name}" for p in native_builds[runtime].lib_dir.iterdir()}

@@ -26,7 +26,7 @@ def push_bundle(device: AdbDevice, runtime: str, artifact: Path) -> None:
     device.run(["mkdir", "-p", f"{REMOTE}/bin", f"{REMOTE}/lib", f"{REMOTE}/model"], check=True)
     for rel, local in bundle_files("x86_64", runtime).items():
         device.push(str(local), f"{REMOTE}/{rel}")
-    device.run(["chmod", "755", f"{REMOTE}/bin/edgekit_runner"], check=True)
+    device.run(["chmod", "755", f"{REMOTE}/bin/edgekit_runner", f"{REMOTE}/bin/edgekit_sampler"], check=True)
     for f in sorted(artifact.iterdir()):
         device.push(str(f), f"{REMOTE}/model/{f.name}")
 
@@ -44,8 +44,9 @@ def agent_argv(device: AdbDevice, artifact: Path, out: str, tmp_path: Path, *, p
     return PreparedNative(REMOTE).argv(manifest, workload, files)
 
 
+@pytest.mark.parametrize("sampler", ["native", "sh"])
 def test_agent_on_emulated_phone(phone_dev: AdbDevice, native_runner: NativeRunner,
-                                 tiny_pte_dirs: dict[str, Path], tmp_path: Path) -> None:
+                                 tiny_pte_dirs: dict[str, Path], tmp_path: Path, sampler: str) -> None:
     artifact = tiny_pte_dirs["pte-fp32"]
     push_bundle(phone_dev, "executorch", artifact)
     # The custom-op program decodes the tiny model in ~0.1 ms a token: 21 x 200 tokens span many of the agent's
@@ -53,6 +54,8 @@ def test_agent_on_emulated_phone(phone_dev: AdbDevice, native_runner: NativeRunn
     prompt_len, gen_len, warmup, runs = 16, 200, 1, 20
     argv = agent_argv(phone_dev, artifact, f"{REMOTE}/run1", tmp_path, prompt_len=prompt_len, gen_len=gen_len,
                       warmup=warmup, runs=runs)
+    if sampler == "sh":  # the agent's fallback: its own loop samples the run too
+        argv += ["--sampler", "sh"]
     result = phone_dev.run(argv, timeout_s=180)
     assert result.exit_code == 0, f"{result.stdout!r} {result.stderr!r}"
     local = tmp_path / "trace.jsonl"
@@ -61,7 +64,7 @@ def test_agent_on_emulated_phone(phone_dev: AdbDevice, native_runner: NativeRunn
     trace = load_trace(local)  # the host's own validation: header first, footer last, clocks mapped
 
     header = trace.header
-    assert header["agent"]["name"] == "edgekit-android-agent"
+    assert header["agent"]["name"] == "edgekit-android-agent" and header["agent"]["sampler"] == sampler
     assert header["runner"]["kind"] == "native-executorch" and "edgekit_runner" in header["runner"]["version"]
     assert header["device"]["model"] == "EKP-1 Emulated Phone" and header["device"]["abi"] == "x86_64"
     assert header["device"]["cores"] >= 1 and header["device"]["ram_kb"] == 8 * 1024 * 1024
@@ -83,16 +86,18 @@ def test_agent_on_emulated_phone(phone_dev: AdbDevice, native_runner: NativeRunn
     base = [e["ts_ns"] for e in trace.events if e["name"] in ("baseline_start", "baseline_end")]
     assert base[1] - base[0] >= 0.9e9
 
-    # The sh agent stamps its samples with the boot clock; the runner adds its own memory, on the monotonic
-    # clock, at the end of every repetition (warmup included), between the last token and run_end.
-    own = [s for s in raw if s["type"] == "sample" and "ts_boot_ns" not in s]
+    # The runner adds its own memory, on the monotonic clock, at the end of every repetition (warmup included),
+    # between the last token and run_end.
+    own = [s for s in raw if s["type"] == "sample" and "cpu_freq_khz" not in s]
     assert len(own) == warmup + runs and all(set(s) == {"type", "ts_ns", "rss_kb", "hwm_kb", "pss_kb"} for s in own)
     assert all(0 < s["pss_kb"] <= s["rss_kb"] <= s["hwm_kb"] for s in own)
     ends = sorted(e["ts_ns"] for e in trace.events if e["name"] == "run_end")
     stamps = sorted(s["ts_ns"] for s in own)
     assert all(end - 50_000_000 < ts <= end for ts, end in zip(stamps, ends, strict=True))
-    samples = [s for s in trace.samples if "ts_boot_ns" in s]
+    # The shell stamps its samples with the boot clock (it has no other), edgekit_sampler with the runner's.
+    samples = [s for s in trace.samples if "cpu_freq_khz" in s]
     during = [s for s in samples if s["rss_kb"] is not None]
+    assert all(("ts_boot_ns" in s) == (sampler == "sh") for s in during)
     assert len(during) >= 3, f"only {len(during)} samples while the runner ran"
     assert all(s["rss_kb"] > 0 for s in during)
     # The peak and PSS: every sample while the runner is under 32 MB resident, else at most every 100 ms (the

@@ -1,12 +1,16 @@
 """The phone's sh agent writes only JSON it can vouch for: sysfs and /proc text that is not a number
 (a vendor's odd cpufreq or thermal file, a CPU list instead of a range) becomes null, strings are
-escaped, and one odd file never costs the whole trace."""
+escaped, and one odd file never costs the whole trace; whether the shell samples the run or
+edgekit_sampler beside the runner does."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
+
+from edgekit.profile import native
 from tests.fixtures.phone import Phone
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,7 +38,8 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def test_hostile_sysfs_text_never_breaks_the_trace(phone: Phone, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sampler", ["sh", "native"])
+def test_hostile_sysfs_text_never_breaks_the_trace(phone: Phone, tmp_path: Path, sampler: str) -> None:
     sys_dir = phone.state_dir / "sys"
     thermal = sys_dir / "class" / "thermal"
     _write(thermal / "thermal_zone5" / "type", 'gpu"}\\')  # a name that is not a plain word
@@ -47,11 +52,16 @@ def test_hostile_sysfs_text_never_breaks_the_trace(phone: Phone, tmp_path: Path)
     runner.write_text(FAKE_RUNNER)
     (tmp_path / "ids").write_text("1\n")
     (tmp_path / "m.pte").write_bytes(b"not read by the fake runner")
-    phone.adb("shell", f"mkdir -p {ON_PHONE}/out", check=True)
-    for local, name in ((AGENT, "agent.sh"), (runner, "runner"), (tmp_path / "ids", "ids"),
-                        (tmp_path / "m.pte", "m.pte")):
+    phone.adb("shell", f"rm -rf {ON_PHONE}; mkdir -p {ON_PHONE}/out", check=True)
+    pushed = [(AGENT, "agent.sh"), (runner, "runner"), (tmp_path / "ids", "ids"), (tmp_path / "m.pte", "m.pte")]
+    if sampler == "native":  # the agent runs the sampler it finds beside the runner
+        built = native.build_dir("x86_64") / "bin" / native.SAMPLER_NAME
+        assert built.is_file(), f"{built} not built: android_harness/build_host.sh builds it"
+        pushed.append((built, native.SAMPLER_NAME))
+    for local, name in pushed:
         phone.adb("push", str(local), f"{ON_PHONE}/{name}", check=True)
-    done = phone.adb("shell", f"chmod 755 {ON_PHONE}/runner; sh {ON_PHONE}/agent.sh --runner {ON_PHONE}/runner "
+    done = phone.adb("shell", f"chmod 755 {ON_PHONE}/runner {ON_PHONE}/{native.SAMPLER_NAME} 2>/dev/null; "
+                     f"sh {ON_PHONE}/agent.sh --runner {ON_PHONE}/runner "
                      f"--lib-dir {ON_PHONE} --model {ON_PHONE}/m.pte --runtime executorch --model-id m --recipe r "
                      f"--artifact-sha256 0 --out {ON_PHONE}/out --prompt-len 1 --prompt-ids {ON_PHONE}/ids "
                      "--gen-len 1 --warmup 0 --runs 1 --threads 1 --sample-ms 20 --baseline-ms 200", timeout_s=60)
@@ -62,9 +72,12 @@ def test_hostile_sysfs_text_never_breaks_the_trace(phone: Phone, tmp_path: Path)
     records = [json.loads(line) for line in lines]  # every line is JSON: nothing was lost
     header = records[0]
     assert header["type"] == "header", done.stderr
+    assert header["agent"]["sampler"] == sampler
     assert header["device"]["cores"] >= 1
     samples = [r for r in records if r["type"] == "sample"]
     assert samples, lines
+    # the run's samples on the runner's clock are edgekit_sampler's; the shell has only the boot clock
+    assert any("ts_boot_ns" not in r and r["rss_kb"] for r in samples) == (sampler == "native")
     for sample in samples:
         assert sample["cpu_freq_khz"][-1] is None  # cpu9's "1800000 MHz"
         assert all(isinstance(f, int) for f in sample["cpu_freq_khz"][:-1])
