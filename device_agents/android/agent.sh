@@ -227,7 +227,9 @@ done 2>/dev/null < /proc/$$/smaps
 # One sample line for process $1 (empty: no process, memory fields null) into the body.
 sample() {
   rss=null hwm=null pss=null
-  if [ -n "$1" ] && read -r _size _res _rest 2>/dev/null < "/proc/$1/statm" && is_uint "$_res"; then
+  # A runner that has exited but is not reaped yet (a zombie) still answers kill -0; its statm is all zeros.
+  if [ -n "$1" ] && read -r _size _res _rest 2>/dev/null < "/proc/$1/statm" && is_uint "$_res" &&
+     is_uint "$_size" && [ "$_size" -gt 0 ]; then
     rss=$((_res * PAGE_KB))
     _pss_due=$((_pss_due - 1))
     if [ "$_pss_due" -le 0 ] || [ "$rss" -lt "$PSS_CHEAP_KB" ]; then
