@@ -11,11 +11,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <new>
 #include <string>
 #include <vector>
 
 #include "backend.h"
+#include "proc_fields.h"
 #include "trace_writer.h"
 
 #ifndef EDGEKIT_RUNNER_VERSION
@@ -115,28 +117,23 @@ std::string parse_args(int argc, char** argv, Options* opt) {
   return "";
 }
 
-// The number after `key` in a /proc listing of "Key:   123 kB" lines, or -1.
-long proc_kb(const char* path, const char* key) {
+// A /proc file's whole text (empty when it cannot be read).
+std::string proc_text(const char* path) {
   std::ifstream in(path);
-  std::string line;
-  const size_t n = std::strlen(key);
-  while (std::getline(in, line)) {
-    if (line.compare(0, n, key) == 0) return std::strtol(line.c_str() + n, nullptr, 10);
-  }
-  return -1;
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
-long self_hwm_kb() { return proc_kb("/proc/self/status", "VmHWM:"); }
-
-std::string kb_json(long kb) { return kb < 0 ? "null" : std::to_string(kb); }
+long self_hwm_kb() { return edgekit::field_kb(proc_text("/proc/self/status"), "VmHWM:"); }
 
 // The runner's own memory at the end of a repetition (its KV cache at its largest), read after the last
 // token and before run_end: every repetition has a PSS figure however short it is, where the agent's
 // sampler reads PSS only now and then (smaps_rollup walks every page, 1-3 ms for a 135M model).
 std::string memory_sample(int64_t ts_ns) {
+  const std::string status = proc_text("/proc/self/status");
   return "{\"type\":\"sample\",\"ts_ns\":" + std::to_string(ts_ns) +
-         ",\"rss_kb\":" + kb_json(proc_kb("/proc/self/status", "VmRSS:")) + ",\"hwm_kb\":" + kb_json(self_hwm_kb()) +
-         ",\"pss_kb\":" + kb_json(proc_kb("/proc/self/smaps_rollup", "Pss:")) + "}";
+         ",\"rss_kb\":" + edgekit::kb_json(edgekit::field_kb(status, "VmRSS:")) +
+         ",\"hwm_kb\":" + edgekit::kb_json(edgekit::field_kb(status, "VmHWM:")) +
+         ",\"pss_kb\":" + edgekit::kb_json(edgekit::field_kb(proc_text("/proc/self/smaps_rollup"), "Pss:")) + "}";
 }
 
 bool read_prompt_ids(const std::string& path, std::vector<int64_t>* ids, std::string* problem) {

@@ -32,6 +32,8 @@
 #include <utility>
 #include <vector>
 
+#include "proc_fields.h"
+
 namespace {
 
 volatile std::sig_atomic_t g_stop = 0;
@@ -104,20 +106,6 @@ std::string first_line_int(Source& source, std::string* scratch) {
   if (!source.read_into(scratch)) return "null";
   return json_int(*scratch, 0, scratch->find('\n'));
 }
-
-// The number after `key` ("VmHWM:", "Pss:") in a /proc listing of "Key:   123 kB" lines, or -1.
-long field_kb(const std::string& text, const char* key) {
-  const size_t klen = std::strlen(key);
-  for (size_t at = 0; at < text.size();) {
-    if (text.compare(at, klen, key) == 0) return std::strtol(text.c_str() + at + klen, nullptr, 10);
-    const size_t nl = text.find('\n', at);
-    if (nl == std::string::npos) break;
-    at = nl + 1;
-  }
-  return -1;
-}
-
-std::string kb(long value) { return value < 0 ? "null" : std::to_string(value); }
 
 struct Options {
   long pid = 0;
@@ -214,14 +202,15 @@ class Sampler {
     const long rss = resident * page_kb_;
     long hwm = -1, pss = -1;
     if (rss < kPssCheapKb || ts >= next_pss_ns_) {
-      if (status_.read_into(&text_)) hwm = field_kb(text_, "VmHWM:");
+      if (status_.read_into(&text_)) hwm = edgekit::field_kb(text_, "VmHWM:");
       const int64_t cpu0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
-      if (smaps_rollup_.read_into(&text_)) pss = field_kb(text_, "Pss:");
+      if (smaps_rollup_.read_into(&text_)) pss = edgekit::field_kb(text_, "Pss:");
       const int64_t cost = clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu0;
       next_pss_ns_ = ts + std::max<int64_t>(opt_.pss_ms * 1000000LL, kPssBudget * cost);
     }
     line->assign("{\"type\":\"sample\",\"ts_ns\":");
-    *line += std::to_string(ts) + ",\"rss_kb\":" + kb(rss) + ",\"hwm_kb\":" + kb(hwm) + ",\"pss_kb\":" + kb(pss);
+    *line += std::to_string(ts) + ",\"rss_kb\":" + edgekit::kb_json(rss) + ",\"hwm_kb\":" + edgekit::kb_json(hwm) +
+             ",\"pss_kb\":" + edgekit::kb_json(pss);
     *line += ",\"cpu_freq_khz\":[";
     for (size_t i = 0; i < freq_.size(); ++i) *line += (i ? "," : "") + first_line_int(freq_[i], &text_);
     *line += "],\"thermal_mc\":{";
