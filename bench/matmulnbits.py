@@ -16,17 +16,13 @@ Run: ``.venv/bin/python bench/matmulnbits.py [--threads 1] [--reps 5]``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
-from pathlib import Path
 from typing import Any
 
+import _report  # bench/_report.py: the script's directory is on sys.path
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO / "bench" / "results"
 SHAPES = {"lm_head": (576, 49152), "up_proj": (576, 1536), "down_proj": (1536, 576)}
 BLOCK = 32
 
@@ -81,20 +77,15 @@ def main() -> None:
         rows.append({"shape": shape, "k": k, "n": n, "bits": bits, "accuracy_level": acc, "us": us,
                      "weight_gb_s": k * n * bits / 8 / us / 1e3})  # fmt: skip
     report = {"threads": args.threads, "reps": args.reps, "block": BLOCK, "rows": rows,
-              "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average_before": load_before,
-                       "load_average_after": os.getloadavg()[0]},
-              "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
-    RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
+              **_report.provenance(load_before)}  # fmt: skip
     lines = [f"ONNX Runtime MatMulNBits, one [1, K] row, blocks of {BLOCK}, {args.threads} thread(s), best of "
              f"{args.reps}:", "", "| matrix | K x N | bits | accuracy level | us | weight GB/s |",
              "|---|---|---:|---:|---:|---:|"]  # fmt: skip
     for r in rows:
         lines.append(f"| {r['shape']} | {r['k']} x {r['n']} | {r['bits']} | {r['accuracy_level']} | {r['us']:.0f} | "
                      f"{r['weight_gb_s']:.1f} |")  # fmt: skip
-    lines += ["", f"Host: {os.cpu_count()} CPUs, {platform.platform()}; load average {load_before:.1f} before."]
-    (RESULTS_DIR / f"{args.name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    lines += ["", _report.host_line(report["host"])]
+    _report.write(args.name, report, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

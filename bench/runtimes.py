@@ -31,17 +31,16 @@ import argparse
 import functools
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+import _report  # bench/_report.py: the script's directory is on sys.path
+
 REPO = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO / "bench" / "results"
 RECIPES = ("gguf-source", "onnx-int4", "onnx-q4", "onnx-int8", "pte-8da4w", "pte-q4")
 
 
@@ -206,9 +205,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [f"| {r['threads']} | {r['recipe']} | {r['runner']} | {r['decode_tok_s']:.1f} "
                   f"| {r['peer_q8_0']['decode_tok_s']:.1f} | {r['decode_ratio_q8_0']:.2f} |"
                   for r in eight]  # fmt: skip
-    host = report["host"]
-    lines += ["", f"Host: {host['cpus']} CPUs, {host['platform']}; load average "
-              f"{host['load_average_before']:.1f} before, {host['load_average_after']:.1f} after. "
+    lines += ["", f"{_report.host_line(report['host'])} "
               f"Peer: `{report['peer_argv']}` (-t: the row's threads), its file on the row's device; ratio > 1: "
               "faster than llama.cpp."]  # fmt: skip
     return "\n".join(lines) + "\n"
@@ -285,14 +282,8 @@ def main() -> None:
                         print(json.dumps(rows[-1]), flush=True)
     report = {"model": "smollm2-135m", "prompt_len": args.prompt_len, "gen_len": args.gen_len, "runs": args.runs,
               "rounds": args.rounds,
-              "peer_argv": peer_argv, "rows": rows,
-              "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average_before": load_before,
-                       "load_average_after": os.getloadavg()[0]},
-              "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
-    RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS_DIR / f"{args.name}.md").write_text(markdown(report))
-    print(markdown(report))
+              "peer_argv": peer_argv, "rows": rows, **_report.provenance(load_before)}  # fmt: skip
+    _report.write(args.name, report, markdown(report))
 
 
 if __name__ == "__main__":

@@ -21,16 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+import _report  # bench/_report.py: the script's directory is on sys.path
+
 REPO = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO / "bench" / "results"
 ARMS = {"native": [], "sh": ["--sampler", "sh"], "native-pss3s": ["--pss-ms", "3000"]}
 
 
@@ -44,7 +43,6 @@ def main() -> None:
     parser.add_argument("--name", default="sampler")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
-    sys.path.insert(0, str(REPO / "bench"))
     import runtimes  # the peer and the row, as the runtimes benchmark measures them
 
     from edgekit.export.pipeline import export
@@ -91,11 +89,7 @@ def main() -> None:
         summary[arm]["ahead_of_sh"] = (sum(r["arms"][arm]["decode_ratio"] > r["arms"]["sh"]["decode_ratio"]
                                            for r in rounds) if "sh" in arms and arm != "sh" else None)  # fmt: skip
     report = {"device": args.device, "threads": args.threads, "rounds": rounds, "summary": summary,
-              "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average_before": load_before,
-                       "load_average_after": os.getloadavg()[0]},
-              "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
-    RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
+              **_report.provenance(load_before)}  # fmt: skip
     lines = [f"SmolLM2-135M Q4_1 (`gguf-source`) through the native runner on {args.device} at {args.threads} "
              f"threads, P=50 G=50, {args.runs} runs per figure, {args.rounds} rounds (llama-bench first, the arms "
              "in rotating order); ratios to the round's llama-bench, median over the rounds (range).", "",
@@ -108,10 +102,8 @@ def main() -> None:
         lines.append(f"| {arm} | {statistics.median(dec):.3f} ({min(dec):.2f}-{max(dec):.2f}) | "
                      f"{statistics.median(pre):.3f} ({min(pre):.2f}-{max(pre):.2f}) | "
                      f"{'-' if ahead is None else f'{ahead} of {len(rounds)}'} |")  # fmt: skip
-    lines += ["", f"Host: {os.cpu_count()} CPUs, {platform.platform()}; load average {load_before:.1f} before, "
-              f"{os.getloadavg()[0]:.1f} after."]  # fmt: skip
-    (RESULTS_DIR / f"{args.name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    lines += ["", _report.host_line(report["host"])]
+    _report.write(args.name, report, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
