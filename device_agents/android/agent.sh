@@ -201,13 +201,14 @@ for _f in /sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq; do [ -r "$
 # small (under PSS_CHEAP_KB resident, a read well under 0.3 ms), else at most every PSS_MS (--pss-ms, the
 # workload's pss_ms the host passes to both agents) and, as the Python agent does, never more often than
 # keeps that read under 0.5% of a core: the next one comes 200x its CPU time later. That time is the
-# shell's own from /proc/self/schedstat, which the kernel brings up to date only at a tick or a switch, so
-# one read looks free and the next carries the work since the last update: their running mean (new reads
-# weigh 1/4) is the cost, where the largest seen would let one preempted read stop PSS for seconds. The
-# samples between carry null; the runner itself reads its PSS once at the end of every repetition.
+# shell's own from /proc/self/schedstat, which the kernel brings up to date for a running task only at a tick
+# or when it sleeps: read bare, most reads look free (a 48 MB runner was read every 2-4 ticks where the
+# settled cost spaces it 10 apart), so the shell sleeps a millisecond (settle) before each of the two reads
+# and their difference is the read's CPU time. The samples between carry null; the runner itself reads its PSS once at the end of every
+# repetition.
 # What each tick costs is taken from the runner's cores when it runs as many threads as the device has.
 PSS_CHEAP_KB=32768
-PSS_EVERY=$(( (PSS_MS + S - 1) / S )); _pss_due=0; _pss_cost_ns=0; _pss_reads=0
+PSS_EVERY=$(( (PSS_MS + S - 1) / S )); _pss_due=0; _pss_cost_ns=0
 
 # This shell's CPU time in ns modulo 1e9 into CPU_NS (the last nine digits of schedstat's first field keep
 # mksh's 32-bit arithmetic); empty where the kernel has no schedstat.
@@ -224,6 +225,12 @@ while read -r _k _v _u; do
   [ "$_k" = "KernelPageSize:" ] && is_uint "$_v" && PAGE_KB=$_v && break
 done 2>/dev/null < /proc/$$/smaps
 
+# PSS of process $1 into pss, where its smaps_rollup is readable.
+read_pss() {
+  [ -r "/proc/$1/smaps_rollup" ] || return 0
+  while read -r _k _v _u; do [ "$_k" = "Pss:" ] && is_uint "$_v" && pss=$_v && break; done 2>/dev/null < "/proc/$1/smaps_rollup"
+}
+
 # One sample line for process $1 (empty: no process, memory fields null) into the body.
 sample() {
   rss=null hwm=null pss=null
@@ -234,18 +241,18 @@ sample() {
     _pss_due=$((_pss_due - 1))
     if [ "$_pss_due" -le 0 ] || [ "$rss" -lt "$PSS_CHEAP_KB" ]; then
       while read -r _k _v _u; do [ "$_k" = "VmHWM:" ] && is_uint "$_v" && hwm=$_v && break; done 2>/dev/null < "/proc/$1/status"
-      cpu_ns; _c0=$CPU_NS
-      if [ -r "/proc/$1/smaps_rollup" ]; then
-        while read -r _k _v _u; do [ "$_k" = "Pss:" ] && is_uint "$_v" && pss=$_v && break; done 2>/dev/null < "/proc/$1/smaps_rollup"
+      if [ "$rss" -lt "$PSS_CHEAP_KB" ]; then
+        read_pss "$1"
+      else
+        settle; cpu_ns; _c0=$CPU_NS
+        read_pss "$1"
+        settle; cpu_ns
+        if [ -n "$_c0" ] && [ -n "$CPU_NS" ]; then
+          _pss_cost_ns=$(( (CPU_NS - _c0 + 1000000000) % 1000000000 ))
+          [ "$_pss_cost_ns" -gt 100000000 ] && _pss_cost_ns=100000000   # 0.1 s: 20 s apart at most
+        fi
+        _pss_due=$(( (_pss_cost_ns / 5000 + S - 1) / S ))   # 200 x cost, in ms (ns / 5000), in ticks
       fi
-      cpu_ns
-      if [ -n "$_c0" ] && [ -n "$CPU_NS" ]; then
-        _c=$(( (CPU_NS - _c0 + 1000000000) % 1000000000 ))
-        [ "$_c" -gt 100000000 ] && _c=100000000   # 0.1 s: 3x the mean stays in 32 bits
-        if [ "$_pss_reads" -eq 0 ]; then _pss_cost_ns=$_c; else _pss_cost_ns=$(( (3 * _pss_cost_ns + _c) / 4 )); fi
-        _pss_reads=$((_pss_reads + 1))
-      fi
-      _pss_due=$(( (_pss_cost_ns / 5000 + S - 1) / S ))   # 200 x cost, in ms (ns / 5000), in ticks
       [ "$_pss_due" -lt "$PSS_EVERY" ] && _pss_due=$PSS_EVERY
     fi
   fi
@@ -280,6 +287,7 @@ case "$S" in ?) SLEEP="0.00$S" ;; esac
 # timeout (mksh, busybox ash, bash; checked here by timing five pauses), else `sleep`, a fork and exec per
 # tick (about 1 ms of CPU, taken from the runner's cores).
 nap() { sleep "$SLEEP"; }
+settle() { sleep 0.001; }   # a sleep brings this shell's schedstat up to date (see sample)
 watch_nap() { sleep 0.1; }   # the pause of the loop that only watches the runner (edgekit_sampler samples)
 if mkfifo "$OUT/.nap" 2>/dev/null; then
   exec 3<>"$OUT/.nap"
@@ -289,6 +297,7 @@ if mkfifo "$OUT/.nap" 2>/dev/null; then
   boot_ns
   if [ $((BOOT_CS - _t0)) -ge 8 ] && [ $((BOOT_CS - _t0)) -le 50 ]; then
     nap() { read -t "$SLEEP" _x <&3; }
+    settle() { read -t 0.001 _x <&3; }
     watch_nap() { read -t 0.1 _x <&3; }
   fi
 fi
