@@ -134,7 +134,8 @@ def quantize_model(model: Any, recipe: Recipe) -> QuantStats:
             else:
                 _replace(model, body, lambda lin: AffineLinear(lin, group))
                 stats.grid_exact = sum(1 for m in model.modules() if isinstance(m, AffineLinear) and m.exact)
-                quantize_(model, eight, filter_fn=lambda m, fqn: fqn.endswith(".offsets"))
+                # A row of one group has a single offset: kept float (8 bits per channel of one input fails).
+                quantize_(model, eight, filter_fn=lambda m, fqn: fqn.endswith(".offsets") and m.in_features > 1)
         elif q.scheme == "8da8w":
             quantize_(model, eight, filter_fn=lambda m, fqn: fqn in body)
         if q.head == "int8":

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from edgekit._progress import Steps
-from edgekit.errors import ExportError
+from edgekit.errors import ConfigError, ExportError
 from edgekit.export.recipes import Recipe
 from edgekit.export.target import Exported
 from edgekit.manifest import kv_cache_layout
@@ -72,6 +72,22 @@ def _builder_args(recipe: Recipe) -> tuple[str, list[str]]:
     return "int4", options
 
 
+def _check_shared_blocks(prepared: PreparedModel, recipe: Recipe) -> None:
+    """The builder's int4 shares one 4-bit table between a tied embedding and the lm_head, and that table is
+    read back in whole rows: a block that does not divide the hidden size breaks it at run time (ORT GenAI
+    0.11's Reshape of the padded blocks), so it is refused here, before the build."""
+    q = recipe.quantize
+    if q.scheme not in ("int4", "uint4") or q.head == "int8" or not q.block_size:
+        return
+    config = json.loads((prepared.hf_dir / "config.json").read_text())
+    hidden = config.get("hidden_size")
+    if config.get("tie_word_embeddings") and isinstance(hidden, int) and hidden % q.block_size:
+        fits = max(b for b in (16, 32, 64, 128, 256) if b <= hidden and hidden % b == 0) if hidden % 16 == 0 else None
+        raise ConfigError(f"recipe '{recipe.name}': block_size {q.block_size} does not divide {prepared.model_id}'s "
+                          f"hidden size {hidden}; the builder's shared 4-bit embedding needs whole blocks"
+                          + (f" (block_size {fits} does)" if fits else ""))  # fmt: skip
+
+
 def run_builder(hf_dir: Path, out: Path, precision: str, cache: Path, options: list[str]) -> None:
     argv = [sys.executable, "-m", "edgekit.export._genai_build", str(hf_dir), str(out), precision, str(cache),
             *options]  # fmt: skip
@@ -98,6 +114,7 @@ class OnnxTarget:
         version = _genai_version()
         q = recipe.quantize
         precision, options = _builder_args(recipe)
+        _check_shared_blocks(prepared, recipe)
         smoothing: dict[str, Any] = {}
         built = work / "genai"
         with progress.step(f"ORT GenAI model builder ({precision})"):

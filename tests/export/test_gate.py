@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgekit.errors import ParityError
+from edgekit.errors import ConfigError, ParityError
 from edgekit.export.pipeline import export
 from edgekit.export.recipes import builtin_recipes, parse_recipe
 from edgekit.manifest import read_manifest
@@ -36,10 +36,12 @@ def test_tied_lm_head_is_quantized_and_shares_the_embedding(tmp_path):
     assert m.quantization.embedding == "4bit-shared"
 
 
-def test_group_size_that_does_not_divide_is_reported(tmp_path):
+@pytest.mark.parametrize("name", ["pte-8da4w", "pte-q4"])
+def test_group_size_that_does_not_divide_is_reported(tmp_path, name):
     # hidden 128 is not divisible by 256: every 4-bit projection reading the hidden state stays float; the
-    # two down_proj (input 256) are quantized, and so is the 8-bit head (per channel: no groups to divide).
-    recipe = _variant("pte-8da4w", block_size=256)
+    # two down_proj (input 256: one group per row, so pte-q4 keeps their single offsets float) are quantized,
+    # and so is the 8-bit head (per channel: no groups to divide).
+    recipe = _variant(name, block_size=256)
     out = tmp_path / "b"
     with pytest.raises(ParityError, match=r"only 3 of 15 linear layers quantized"):
         export("tiny-llama", recipe, out)
@@ -55,3 +57,15 @@ def test_failed_thresholds_print_the_numbers(tmp_path):
     recipe = parse_recipe({**base, "name": "strict"}, "'strict'")
     with pytest.raises(ParityError, match=r"max \|logit diff\| [0-9.e+-]+ > 1e-06"):
         export("tiny-llama", recipe, tmp_path / "c")
+
+
+def test_builder_block_that_does_not_divide_the_shared_embedding_is_refused(tmp_path):
+    # The builder's shared 4-bit table of the tied embedding and lm_head is read back in whole rows of
+    # hidden / block blocks: refused before the build, with what would fit, and nothing is left at --out.
+    recipe = _variant("onnx-uint4", block_size=256)
+    out = tmp_path / "a"
+    with pytest.raises(ConfigError, match=r"block_size 256 does not divide tiny-llama's hidden size 128; .*"
+                                          r"\(block_size 128 does\)"):  # fmt: skip
+        export("tiny-llama", recipe, out)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
