@@ -204,8 +204,8 @@ for _f in /sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq; do [ -r "$
 # shell's own from /proc/self/schedstat, which the kernel brings up to date for a running task only at a tick
 # or when it sleeps: read bare, most reads look free (a 48 MB runner was read every 2-4 ticks where the
 # settled cost spaces it 10 apart), so the shell sleeps a millisecond (settle) before each of the two reads
-# and their difference is the read's CPU time. The samples between carry null; the runner itself reads its PSS once at the end of every
-# repetition.
+# and their difference is the read's CPU time. The samples between carry null; the runner itself reads its
+# PSS once at the end of every repetition.
 # What each tick costs is taken from the runner's cores when it runs as many threads as the device has.
 PSS_CHEAP_KB=32768
 PSS_EVERY=$(( (PSS_MS + S - 1) / S )); _pss_due=0; _pss_cost_ns=0

@@ -74,8 +74,8 @@ def _builder_args(recipe: Recipe) -> tuple[str, list[str]]:
 
 def _check_shared_blocks(prepared: PreparedModel, recipe: Recipe) -> None:
     """The builder's int4 shares one 4-bit table between a tied embedding and the lm_head, and that table is
-    read back in whole rows: a block that does not divide the hidden size breaks it at run time (ORT GenAI
-    0.11's Reshape of the padded blocks), so it is refused here, before the build."""
+    read back in whole rows: with a block that does not divide the hidden size the graph's Reshape of the
+    padded blocks fails at run time, so it is refused here, before the build."""
     q = recipe.quantize
     if q.scheme not in ("int4", "uint4") or q.head == "int8" or not q.block_size:
         return
