@@ -58,7 +58,7 @@ def _samples(phone: Phone, tmp_path: Path, pss_ms: int) -> list[dict]:
 def test_pss_is_read_at_most_every_pss_ms_and_within_its_cpu_budget(pushed: Phone, tmp_path: Path) -> None:
     floor = _samples(pushed, tmp_path, 100)
     read = [s["ts_boot_ns"] for s in floor if s["pss_kb"] is not None]
-    assert len(floor) >= 40 and len(read) >= 3, (len(floor), len(read))
+    assert len(floor) >= 40 and len(read) >= 2, (len(floor), len(read))  # two or more: a gap to check
     assert all(b - a >= 90_000_000 for a, b in itertools.pairwise(read)), "PSS more often than pss_ms"
     assert all(s["pss_kb"] > 32768 * 0.9 for s in floor if s["pss_kb"] is not None)
     # No floor: the read's own cost spaces them. The shell's read costs at least the kernel's walk, so reads
@@ -67,7 +67,7 @@ def test_pss_is_read_at_most_every_pss_ms_and_within_its_cpu_budget(pushed: Phon
     gap_ns = max(SAMPLE_MS * 1_000_000, 200 * _walk_cpu_ns() // 2) - 10_000_000
     budget = _samples(pushed, tmp_path, 0)
     read = [s["ts_boot_ns"] for s in budget if s["pss_kb"] is not None]
-    assert len(budget) >= 40 and len(read) >= 3, (len(budget), len(read))
+    assert len(budget) >= 40 and len(read) >= 2, (len(budget), len(read))
     gaps = [b - a for a, b in itertools.pairwise(read)]
     assert min(gaps) >= gap_ns, (gaps, gap_ns)
 
