@@ -72,20 +72,19 @@ def _builder_args(recipe: Recipe) -> tuple[str, list[str]]:
     return "int4", options
 
 
-def _check_shared_blocks(prepared: PreparedModel, recipe: Recipe) -> None:
+def _check_shared_blocks(hf_config: Any, model_id: str, recipe: Recipe) -> None:
     """The builder's int4 shares one 4-bit table between a tied embedding and the lm_head, and that table is
     read back in whole rows: with a block that does not divide the hidden size the graph's Reshape of the
     padded blocks fails at run time, so it is refused here, before the build."""
     q = recipe.quantize
     if q.scheme not in ("int4", "uint4") or q.head == "int8" or not q.block_size:
         return
-    config = json.loads((prepared.hf_dir / "config.json").read_text())
-    hidden = config.get("hidden_size")
-    if config.get("tie_word_embeddings") and isinstance(hidden, int) and hidden % q.block_size:
-        fits = max(b for b in (16, 32, 64, 128, 256) if b <= hidden and hidden % b == 0) if hidden % 16 == 0 else None
-        raise ConfigError(f"recipe '{recipe.name}': block_size {q.block_size} does not divide {prepared.model_id}'s "
-                          f"hidden size {hidden}; the builder's shared 4-bit embedding needs whole blocks"
-                          + (f" (block_size {fits} does)" if fits else ""))  # fmt: skip
+    hidden = hf_config.hidden_size
+    if hf_config.tie_word_embeddings and hidden % q.block_size:
+        fits = min(hidden & -hidden, 256)  # the largest power of two that divides it, as recipes allow
+        raise ConfigError(f"recipe '{recipe.name}': block_size {q.block_size} does not divide {model_id}'s hidden "
+                          f"size {hidden}; the builder's shared 4-bit embedding needs whole blocks"
+                          + (f" (block_size {fits} does)" if fits >= 16 else ""))  # fmt: skip
 
 
 def run_builder(hf_dir: Path, out: Path, precision: str, cache: Path, options: list[str]) -> None:
@@ -114,7 +113,8 @@ class OnnxTarget:
         version = _genai_version()
         q = recipe.quantize
         precision, options = _builder_args(recipe)
-        _check_shared_blocks(prepared, recipe)
+        hf_config = _hf_config(prepared)
+        _check_shared_blocks(hf_config, prepared.model_id, recipe)
         smoothing: dict[str, Any] = {}
         built = work / "genai"
         with progress.step(f"ORT GenAI model builder ({precision})"):
@@ -139,7 +139,7 @@ class OnnxTarget:
             model = onnx.load(str(built / MODEL_FILE))
             if body in onnx_quant.PER_CHANNEL:
                 with progress.step("Calibrating activations (SmoothQuant)"):
-                    smoothing = _smooth(model, built, prepared, recipe)
+                    smoothing = _smooth(model, built, prepared, recipe, hf_config.vocab_size)
             with progress.step(f"Quantizing the graph (body {body or precision}, head {head or 'as body'})"):
                 result = onnx_quant.quantize_graph(model, body=body, head=head, block=q.block_size or 32,
                                                    accuracy_level=ACCURACY_LEVEL)  # fmt: skip
@@ -156,7 +156,6 @@ class OnnxTarget:
         quantized = sum(n.op_type in onnx_quant.LINEAR_QUANTIZED_OPS for n in linears)
         ops = Counter(n.op_type for n in model.graph.node)
         share = bool(config["search"].get("past_present_share_buffer"))
-        hf_config = _hf_config(prepared)
         return Exported(
             artifact=staged / MODEL_FILE,
             runtime="onnxruntime-genai",
@@ -184,14 +183,14 @@ class OnnxTarget:
         return GenAIGraphRunner(staged, threads=recipe.threads, max_context=recipe.max_context)
 
 
-def _smooth(model: Any, built: Path, prepared: PreparedModel, recipe: Recipe) -> dict[str, Any]:
+def _smooth(model: Any, built: Path, prepared: PreparedModel, recipe: Recipe, vocab_size: int) -> dict[str, Any]:
     """SmoothQuant (``onnx_smooth.smooth``) calibrated on ``edgekit.data.training_text`` (not the gate's text):
     the per-channel maxima of every smoothable linear input over one chunk of up to max_context tokens."""
     from edgekit.data import training_text
     from edgekit.export import onnx_smooth
     from edgekit.models import load_tokenizer
 
-    ids = load_tokenizer(prepared, _hf_config(prepared).vocab_size).encode(training_text())[: recipe.max_context]
+    ids = load_tokenizer(prepared, vocab_size).encode(training_text())[: recipe.max_context]
     names = onnx_smooth.smoothable_inputs(model)
     maxima = activation_maxima(built, names, ids, threads=recipe.threads, max_context=recipe.max_context)
     smoothed = onnx_smooth.smooth(model, maxima, alpha=SMOOTH_ALPHA)
