@@ -220,16 +220,17 @@ cpu_ns() {
   _run=${_run#"${_run%?????????}"}
   CPU_NS=$((1$_run - 1000000000))
 }
-PAGE_KB=4
-while read -r _k _v _u; do
-  [ "$_k" = "KernelPageSize:" ] && is_uint "$_v" && PAGE_KB=$_v && break
-done 2>/dev/null < /proc/$$/smaps
-
-# PSS of process $1 into pss, where its smaps_rollup is readable.
-read_pss() {
-  [ -r "/proc/$1/smaps_rollup" ] || return 0
-  while read -r _k _v _u; do [ "$_k" = "Pss:" ] && is_uint "$_v" && pss=$_v && break; done 2>/dev/null < "/proc/$1/smaps_rollup"
+# The number after key $2 ("VmHWM:", "Pss:") in the "Key:   123 kB" listing $1 into FIELD; empty where the
+# file or the key is missing or the number is not one.
+proc_field() {
+  FIELD=
+  while read -r _k _v _u; do [ "$_k" = "$2" ] && is_uint "$_v" && FIELD=$_v && break; done 2>/dev/null < "$1"
 }
+proc_field /proc/$$/smaps KernelPageSize:
+PAGE_KB=${FIELD:-4}
+
+# PSS of process $1 into pss (null where it cannot be read).
+read_pss() { proc_field "/proc/$1/smaps_rollup" Pss:; pss=${FIELD:-null}; }
 
 # One sample line for process $1 (empty: no process, memory fields null) into the body.
 sample() {
@@ -240,7 +241,7 @@ sample() {
     rss=$((_res * PAGE_KB))
     _pss_due=$((_pss_due - 1))
     if [ "$_pss_due" -le 0 ] || [ "$rss" -lt "$PSS_CHEAP_KB" ]; then
-      while read -r _k _v _u; do [ "$_k" = "VmHWM:" ] && is_uint "$_v" && hwm=$_v && break; done 2>/dev/null < "/proc/$1/status"
+      proc_field "/proc/$1/status" VmHWM:; hwm=${FIELD:-null}
       if [ "$rss" -lt "$PSS_CHEAP_KB" ]; then
         read_pss "$1"
       else
